@@ -1,4 +1,31 @@
+//! `mqd`: parse flags, load the config file, bind, run until SIGINT/SIGTERM, exit 0.
+
+use clap::Parser;
+use mq_broker::config::Args;
+use mq_broker::event_loop::Broker;
+
 fn main() {
-    eprintln!("mqd: not built yet");
-    std::process::exit(2);
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let config = match Args::parse().load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("mqd: {e}");
+            std::process::exit(2);
+        }
+    };
+    let mut broker = match Broker::bind(config.clone()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("mqd: cannot start on {}: {e}", config.listen);
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = broker.handle_signals() {
+        eprintln!("mqd: cannot install signal handlers: {e}");
+        std::process::exit(1);
+    }
+    if let Err(e) = broker.run() {
+        eprintln!("mqd: {e}");
+        std::process::exit(1);
+    }
 }

@@ -1,0 +1,292 @@
+//! `mqd` settings: command-line flags and an optional TOML file with the same keys (flags
+//! win), resolved into [`Config`] with the unit in every name.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::core::CoreConfig;
+use crate::storage::Retention;
+
+/// Flags of `mqd`. Every flag can also be set in the `--config` file under the same name with
+/// `_` for `-` (for example `ack_timeout_ms = 5000`).
+#[derive(Debug, Default, Parser, Deserialize)]
+#[command(
+    name = "mqd",
+    version,
+    about = "The mq message broker: topics, consumer groups, at-least-once delivery."
+)]
+#[serde(default, deny_unknown_fields)]
+pub struct Args {
+    /// TOML file with any of these settings; flags given on the command line win.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on. Loopback by default; anything else should set --auth-token.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Where records live: `memory` (lost at exit) or `disk`.
+    #[arg(long, value_name = "memory|disk")]
+    pub storage: Option<String>,
+    /// Data directory for `--storage disk`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Durability of `--storage disk`: `always`, `interval:<ms>` or `never`.
+    #[arg(long, value_name = "MODE")]
+    pub fsync: Option<String>,
+    /// Default acknowledgement timeout before a record is redelivered [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub ack_timeout_ms: Option<u64>,
+    /// Acknowledgement timeout of one group, as GROUP=MS (repeatable).
+    #[arg(long = "group-ack-timeout", value_name = "GROUP=MS")]
+    pub group_ack_timeout: Option<Vec<String>>,
+    /// Deliveries of one record before it goes to `<topic>.dlq` [default: 5].
+    #[arg(long, value_name = "N")]
+    pub max_deliveries: Option<u32>,
+    /// Largest frame body (and text payload) accepted [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    pub max_frame_bytes: Option<u32>,
+    /// Longest text-dialect command line [default: 4096].
+    #[arg(long, value_name = "BYTES")]
+    pub max_line_bytes: Option<usize>,
+    /// Most client connections at once [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Most topics [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_topics: Option<usize>,
+    /// Most partitions of one topic [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_partitions: Option<u32>,
+    /// Most (group, topic) pairs [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub max_groups: Option<usize>,
+    /// Partitions of an auto-created topic [default: 16].
+    #[arg(long, value_name = "N")]
+    pub partitions: Option<u32>,
+    /// Most records in flight to one subscription, whatever credit it asks [default: 65536].
+    #[arg(long, value_name = "N")]
+    pub max_inflight: Option<u32>,
+    /// Output buffered for one connection before its deliveries pause [default: 8388608].
+    #[arg(long, value_name = "BYTES")]
+    pub write_buffer_bytes: Option<usize>,
+    /// A connection paused this long for a full output buffer is disconnected
+    /// (SLOW_CONSUMER) [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub slow_consumer_ms: Option<u64>,
+    /// Retention by size per partition; 0 = unlimited [default: 0 on disk, 8388608 in memory].
+    #[arg(long, value_name = "BYTES")]
+    pub retention_bytes: Option<u64>,
+    /// Retention by age; 0 = unlimited [default: 0].
+    #[arg(long, value_name = "MS")]
+    pub retention_ms: Option<u64>,
+    /// Shared secret clients must send with AUTH as their first request.
+    #[arg(long, value_name = "TOKEN")]
+    pub auth_token: Option<String>,
+    /// Time a connection has to authenticate [default: 2000].
+    #[arg(long, value_name = "MS")]
+    pub auth_timeout_ms: Option<u64>,
+}
+
+impl Args {
+    /// Fills every setting not given on the command line from `file`.
+    pub fn or(self, file: Args) -> Args {
+        macro_rules! pick {
+            ($($f:ident),*) => { Args { config: self.config, $($f: self.$f.or(file.$f)),* } };
+        }
+        pick!(
+            listen,
+            storage,
+            data_dir,
+            fsync,
+            ack_timeout_ms,
+            group_ack_timeout,
+            max_deliveries,
+            max_frame_bytes,
+            max_line_bytes,
+            max_connections,
+            max_topics,
+            max_partitions,
+            max_groups,
+            partitions,
+            max_inflight,
+            write_buffer_bytes,
+            slow_consumer_ms,
+            retention_bytes,
+            retention_ms,
+            auth_token,
+            auth_timeout_ms
+        )
+    }
+
+    /// Parses flags, reads `--config` if given, and resolves everything into a [`Config`].
+    ///
+    /// # Errors
+    /// An unreadable or invalid config file, or an invalid value, as a message for the user.
+    pub fn load(self) -> Result<Config, String> {
+        let args = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+                let file: Args = toml::from_str(&text)
+                    .map_err(|e| format!("config file {}: {e}", path.display()))?;
+                self.or(file)
+            }
+            None => self,
+        };
+        args.resolve()
+    }
+
+    fn resolve(self) -> Result<Config, String> {
+        let storage = match self.storage.as_deref().unwrap_or("memory") {
+            "memory" => StorageKind::Memory,
+            "disk" => StorageKind::Disk,
+            other => return Err(format!("--storage must be memory or disk, not {other:?}")),
+        };
+        let mut group_ack_timeouts = HashMap::new();
+        for spec in self.group_ack_timeout.unwrap_or_default() {
+            let (group, ms) = spec
+                .split_once('=')
+                .ok_or_else(|| format!("--group-ack-timeout wants GROUP=MS, got {spec:?}"))?;
+            let ms: u64 = ms
+                .parse()
+                .map_err(|_| format!("--group-ack-timeout {spec:?}: MS is not a number"))?;
+            group_ack_timeouts.insert(group.to_string(), Duration::from_millis(ms.max(1)));
+        }
+        let frame_body_bytes_max =
+            self.max_frame_bytes.unwrap_or(mq_protocol::limits::FRAME_BODY_BYTES_MAX_DEFAULT);
+        if !(4096..=mq_protocol::limits::FRAME_BODY_BYTES_MAX_CEILING)
+            .contains(&frame_body_bytes_max)
+        {
+            return Err(format!(
+                "--max-frame-bytes must be 4096 to {}",
+                mq_protocol::limits::FRAME_BODY_BYTES_MAX_CEILING
+            ));
+        }
+        let line_bytes_max =
+            self.max_line_bytes.unwrap_or(mq_protocol::limits::LINE_BYTES_MAX_DEFAULT);
+        if !(512..=65536).contains(&line_bytes_max) {
+            return Err("--max-line-bytes must be 512 to 65536".into());
+        }
+        let retention_bytes_default = match storage {
+            StorageKind::Memory => MEMORY_RETENTION_BYTES_DEFAULT,
+            StorageKind::Disk => 0,
+        };
+        let core = CoreConfig {
+            partitions_default: self.partitions.unwrap_or(16).max(1),
+            partitions_max: self.max_partitions.unwrap_or(1024).max(1),
+            topics_max: self.max_topics.unwrap_or(1024),
+            groups_max: self.max_groups.unwrap_or(4096),
+            ack_timeout: Duration::from_millis(self.ack_timeout_ms.unwrap_or(5000).max(1)),
+            group_ack_timeouts,
+            max_deliveries: self.max_deliveries.unwrap_or(5).max(1),
+            credit_max: self.max_inflight.unwrap_or(65_536).max(1),
+            retention: Retention {
+                bytes: self.retention_bytes.unwrap_or(retention_bytes_default),
+                ms: self.retention_ms.unwrap_or(0),
+            },
+            frame_body_bytes_max,
+            auth_token: self.auth_token,
+            auth_timeout: Duration::from_millis(self.auth_timeout_ms.unwrap_or(2000)),
+            storage_name: match storage {
+                StorageKind::Memory => "memory".into(),
+                StorageKind::Disk => "disk".into(),
+            },
+            fsync_name: match storage {
+                StorageKind::Memory => "none".into(),
+                StorageKind::Disk => self.fsync.clone().unwrap_or_else(|| "always".into()),
+            },
+        };
+        if core.partitions_default > core.partitions_max {
+            return Err("--partitions is above --max-partitions".into());
+        }
+        Ok(Config {
+            listen: self
+                .listen
+                .unwrap_or_else(|| "127.0.0.1:7420".parse().expect("literal address")),
+            storage,
+            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./mq-data")),
+            connections_max: self.max_connections.unwrap_or(1024).max(1),
+            line_bytes_max,
+            write_buf_bytes_max: self.write_buffer_bytes.unwrap_or(8 * 1024 * 1024).max(64 * 1024),
+            slow_consumer: Duration::from_millis(self.slow_consumer_ms.unwrap_or(10_000)),
+            core,
+        })
+    }
+}
+
+/// Byte retention per partition in memory mode unless set: 8 MiB, so a 16-partition topic
+/// holds at most about 128 MiB.
+pub const MEMORY_RETENTION_BYTES_DEFAULT: u64 = 8 * 1024 * 1024;
+
+/// Where records live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageKind {
+    /// In memory only.
+    Memory,
+    /// Segment files in the data directory.
+    Disk,
+}
+
+/// Resolved settings of a broker.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Storage kind.
+    pub storage: StorageKind,
+    /// Data directory (disk storage).
+    pub data_dir: PathBuf,
+    /// Most connections at once.
+    pub connections_max: usize,
+    /// Longest text line, bytes.
+    pub line_bytes_max: usize,
+    /// Output buffered per connection before deliveries pause, bytes.
+    pub write_buf_bytes_max: usize,
+    /// How long a connection may stay paused before it is cut off.
+    pub slow_consumer: Duration,
+    /// Settings of the core.
+    pub core: CoreConfig,
+}
+
+impl Config {
+    /// Defaults with the given listen address and in-memory storage (handy for tests).
+    pub fn memory(listen: SocketAddr) -> Config {
+        let mut config = Args::default().resolve().expect("defaults are valid");
+        config.listen = listen;
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let flags = Args::parse_from(["mqd", "--ack-timeout-ms", "100"]);
+        let file: Args = toml::from_str("ack_timeout_ms = 900\nmax_deliveries = 3\n").unwrap();
+        let config = flags.or(file).resolve().unwrap();
+        assert_eq!(config.core.ack_timeout, Duration::from_millis(100));
+        assert_eq!(config.core.max_deliveries, 3);
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_values_are_errors() {
+        assert!(toml::from_str::<Args>("no_such_key = 1").is_err());
+        assert!(Args::parse_from(["mqd", "--storage", "tape"]).resolve().is_err());
+        assert!(Args::parse_from(["mqd", "--group-ack-timeout", "g"]).resolve().is_err());
+        assert!(Args::parse_from(["mqd", "--max-frame-bytes", "10"]).resolve().is_err());
+    }
+
+    #[test]
+    fn group_ack_timeouts_parse() {
+        let config =
+            Args::parse_from(["mqd", "--group-ack-timeout", "fast=250"]).resolve().unwrap();
+        assert_eq!(config.core.group_ack_timeouts["fast"], Duration::from_millis(250));
+    }
+}

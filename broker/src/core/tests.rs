@@ -1,0 +1,490 @@
+//! Core tests with fake time: no sockets, no sleeps. Each builds a `Core`, feeds it requests
+//! and a chosen `Now`, and asserts on the outputs.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mq_protocol::{Delivery, ErrorCode, OffsetRange, Record, Request, Response, StartPosition};
+
+use super::*;
+use crate::storage::memory::MemoryLog;
+
+#[derive(Debug)]
+struct Mem;
+
+impl Storage for Mem {
+    fn open_partition(&mut self, _: &str, _: u32) -> Result<Box<dyn PartitionLog>, StorageError> {
+        Ok(Box::new(MemoryLog::new()))
+    }
+}
+
+struct Harness {
+    core: Core,
+    base: Instant,
+    now_ms: u64,
+}
+
+impl Harness {
+    fn new(config: CoreConfig) -> Harness {
+        let base = Instant::now();
+        let core = Core::new(config, Box::new(Mem), Now { mono: base, wall_ms: 1_000_000 });
+        Harness { core, base, now_ms: 0 }
+    }
+
+    fn with_partitions(p: u32) -> Harness {
+        Harness::new(CoreConfig { partitions_default: p, ..CoreConfig::default() })
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            mono: self.base + Duration::from_millis(self.now_ms),
+            wall_ms: 1_000_000 + self.now_ms,
+        }
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now_ms += ms;
+        let now = self.now();
+        self.core.tick(now);
+    }
+
+    fn connect(&mut self, conn: ConnId) {
+        let now = self.now();
+        self.core.connect(conn, format!("test:{conn}"), now);
+    }
+
+    /// Sends a request and returns the reply to it (pushes are kept for `deliveries`).
+    #[track_caller]
+    fn request(&mut self, conn: ConnId, request: Request) -> Response {
+        let now = self.now();
+        self.core.handle(conn, 7, request, now);
+        let outputs = self.core.take_outputs();
+        let mut reply = None;
+        for o in outputs {
+            match o {
+                Output::Send { request_id: 7, response, .. } => reply = Some(response),
+                Output::Close { code, message, .. } => {
+                    reply = Some(Response::Error { code, message })
+                }
+                other => panic!("unexpected output {other:?}"),
+            }
+        }
+        reply.expect("no reply")
+    }
+
+    fn publish(&mut self, conn: ConnId, topic: &str, n: usize) {
+        let records =
+            (0..n).map(|i| Record { key: None, value: Bytes::from(format!("v{i}")) }).collect();
+        let reply = self.request(conn, Request::Publish { topic: topic.into(), records });
+        assert!(matches!(reply, Response::Published(ref p) if p.len() == n), "{reply:?}");
+    }
+
+    fn subscribe(&mut self, conn: ConnId, topic: &str, group: &str, credit: u32) {
+        let reply = self.request(
+            conn,
+            Request::Subscribe {
+                topic: topic.into(),
+                group: group.into(),
+                start: StartPosition::Earliest,
+                credit,
+            },
+        );
+        assert!(matches!(reply, Response::Subscribed { .. }), "{reply:?}");
+    }
+
+    /// Runs the delivery pump and returns what each connection got.
+    fn pump(&mut self) -> Vec<(ConnId, Delivery)> {
+        let now = self.now();
+        self.core.pump(now);
+        let mut got = Vec::new();
+        for o in self.core.take_outputs() {
+            if let Output::Send { conn, request_id: 0, response: Response::Deliver(d) } = o {
+                got.extend(d.records.into_iter().map(|r| (conn, r)));
+            }
+        }
+        got
+    }
+
+    fn ack(&mut self, conn: ConnId, topic: &str, group: &str, d: &Delivery) -> Response {
+        let ranges = vec![OffsetRange { partition: d.partition, first: d.offset, last: d.offset }];
+        self.request(conn, Request::Ack { topic: topic.into(), group: group.into(), ranges })
+    }
+}
+
+#[track_caller]
+fn assert_error(reply: Response, code: ErrorCode) {
+    match reply {
+        Response::Error { code: c, .. } => assert_eq!(c, code),
+        other => panic!("expected {code}, got {other:?}"),
+    }
+}
+
+#[test]
+fn published_records_are_delivered_once_and_ack_moves_the_committed_offset() {
+    let mut h = Harness::with_partitions(1);
+    h.connect(1);
+    h.publish(1, "t", 3);
+    h.subscribe(1, "t", "g", 100);
+    let got = h.pump();
+    assert_eq!(got.iter().map(|(_, d)| d.offset).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert!(got.iter().all(|(_, d)| d.attempt == 1));
+    assert!(h.pump().is_empty(), "nothing is delivered twice without a reason");
+    assert_eq!(h.core.committed("t", "g", 0), Some(0));
+    assert_eq!(h.ack(1, "t", "g", &got[1].1), Response::Ok);
+    assert_eq!(h.core.committed("t", "g", 0), Some(0), "offset 0 still unacked");
+    assert_eq!(h.ack(1, "t", "g", &got[0].1), Response::Ok);
+    assert_eq!(h.core.committed("t", "g", 0), Some(2));
+}
+
+#[test]
+fn every_group_sees_every_record() {
+    let mut h = Harness::with_partitions(4);
+    for c in 1..=3 {
+        h.connect(c);
+    }
+    h.subscribe(1, "t", "a", 100);
+    h.subscribe(2, "t", "b", 100);
+    h.publish(3, "t", 10);
+    let got = h.pump();
+    assert_eq!(got.iter().filter(|(c, _)| *c == 1).count(), 10);
+    assert_eq!(got.iter().filter(|(c, _)| *c == 2).count(), 10);
+}
+
+#[test]
+fn members_split_partitions_and_a_leaver_hands_over_its_unacked_records() {
+    let mut h = Harness::with_partitions(4);
+    h.connect(1);
+    h.connect(2);
+    h.subscribe(1, "t", "g", 100);
+    h.subscribe(2, "t", "g", 100);
+    h.publish(1, "t", 8);
+    let got = h.pump();
+    let to_1: Vec<_> = got.iter().filter(|(c, _)| *c == 1).map(|(_, d)| d.clone()).collect();
+    let to_2: Vec<_> = got.iter().filter(|(c, _)| *c == 2).map(|(_, d)| d.clone()).collect();
+    assert_eq!(to_1.len(), 4);
+    assert_eq!(to_2.len(), 4);
+    assert!(to_1.iter().all(|d| d.partition % 2 == 0));
+    assert!(to_2.iter().all(|d| d.partition % 2 == 1));
+    h.ack(1, "t", "g", &to_1[0]);
+    let now = h.now();
+    h.core.disconnect(1, now);
+    let again = h.pump();
+    assert_eq!(again.len(), 3, "the three unacked records of member 1 go to member 2");
+    assert!(again.iter().all(|(c, d)| *c == 2 && d.attempt == 2));
+}
+
+#[test]
+fn an_unacked_record_is_redelivered_after_the_ack_timeout() {
+    let mut h = Harness::new(CoreConfig {
+        partitions_default: 1,
+        ack_timeout: Duration::from_millis(5000),
+        ..CoreConfig::default()
+    });
+    h.connect(1);
+    h.subscribe(1, "t", "g", 10);
+    h.publish(1, "t", 1);
+    assert_eq!(h.pump().len(), 1);
+    h.advance(4999);
+    assert!(h.pump().is_empty(), "not before the timeout");
+    h.advance(1);
+    let again = h.pump();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].1.attempt, 2);
+}
+
+#[test]
+fn per_group_ack_timeouts_override_the_default() {
+    let mut config = CoreConfig { partitions_default: 1, ..CoreConfig::default() };
+    config.group_ack_timeouts.insert("fast".into(), Duration::from_millis(100));
+    let mut h = Harness::new(config);
+    h.connect(1);
+    h.connect(2);
+    h.subscribe(1, "t", "fast", 10);
+    h.subscribe(2, "t", "slow", 10);
+    h.publish(1, "t", 1);
+    assert_eq!(h.pump().len(), 2);
+    h.advance(100);
+    let again = h.pump();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].0, 1);
+}
+
+#[test]
+fn nack_redelivers_now_or_after_its_delay() {
+    let mut h = Harness::with_partitions(1);
+    h.connect(1);
+    h.subscribe(1, "t", "g", 10);
+    h.publish(1, "t", 2);
+    let got = h.pump();
+    let range = |d: &Delivery| vec![OffsetRange { partition: 0, first: d.offset, last: d.offset }];
+    let r = h.request(
+        1,
+        Request::Nack {
+            topic: "t".into(),
+            group: "g".into(),
+            delay_ms: 0,
+            ranges: range(&got[0].1),
+        },
+    );
+    assert_eq!(r, Response::Ok);
+    let r = h.request(
+        1,
+        Request::Nack {
+            topic: "t".into(),
+            group: "g".into(),
+            delay_ms: 300,
+            ranges: range(&got[1].1),
+        },
+    );
+    assert_eq!(r, Response::Ok);
+    let now_again = h.pump();
+    assert_eq!(
+        now_again.iter().map(|(_, d)| (d.offset, d.attempt)).collect::<Vec<_>>(),
+        vec![(0, 2)]
+    );
+    h.advance(299);
+    assert!(h.pump().is_empty());
+    h.advance(1);
+    let later = h.pump();
+    assert_eq!(later.iter().map(|(_, d)| (d.offset, d.attempt)).collect::<Vec<_>>(), vec![(1, 2)]);
+}
+
+#[test]
+fn a_record_is_dead_lettered_after_max_deliveries_with_its_attempt_count() {
+    let mut h = Harness::new(CoreConfig {
+        partitions_default: 1,
+        max_deliveries: 3,
+        ack_timeout: Duration::from_millis(100),
+        ..CoreConfig::default()
+    });
+    h.connect(1);
+    h.connect(2);
+    h.subscribe(1, "t", "g", 10);
+    h.subscribe(2, "t.dlq", "watch", 10);
+    h.publish(1, "t", 1);
+    for attempt in 1..=3 {
+        let got = h.pump();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1.attempt, attempt);
+        h.advance(100);
+    }
+    let dead = h.pump();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].0, 2, "the dead letter reaches the dlq subscriber");
+    assert_eq!(&dead[0].1.value[..], b"DLQ t 0 0 3 ack_timeout\nv0");
+    let stats = h.core.stats(h.now());
+    let g = stats.groups.iter().find(|g| g.group == "g").unwrap();
+    assert_eq!(g.dead_lettered, 1);
+    assert_eq!(g.lag, 0, "a dead-lettered record no longer counts as lag");
+}
+
+#[test]
+fn reject_sends_a_record_to_the_dead_letter_topic_at_once() {
+    let mut h = Harness::with_partitions(1);
+    h.connect(1);
+    h.subscribe(1, "t", "g", 10);
+    h.publish(1, "t", 1);
+    let got = h.pump();
+    let ranges = vec![OffsetRange { partition: 0, first: got[0].1.offset, last: got[0].1.offset }];
+    assert_eq!(
+        h.request(1, Request::Reject { topic: "t".into(), group: "g".into(), ranges }),
+        Response::Ok
+    );
+    let t = h.core.stats(h.now()).topics.into_iter().find(|t| t.name == "t.dlq").unwrap();
+    assert_eq!(t.records_in, 1);
+}
+
+#[test]
+fn credit_stops_deliveries_until_acks_free_it() {
+    let mut h = Harness::with_partitions(1);
+    h.connect(1);
+    h.subscribe(1, "t", "g", 2);
+    h.publish(1, "t", 5);
+    let first = h.pump();
+    assert_eq!(first.len(), 2);
+    assert!(h.pump().is_empty(), "credit of 2 is used up");
+    h.ack(1, "t", "g", &first[0].1);
+    let next = h.pump();
+    assert_eq!(next.iter().map(|(_, d)| d.offset).collect::<Vec<_>>(), vec![2]);
+    let r = h.request(1, Request::Credit { topic: "t".into(), group: "g".into(), credit: 10 });
+    assert_eq!(r, Response::Ok);
+    assert_eq!(h.pump().len(), 2);
+}
+
+#[test]
+fn a_paused_connection_gets_no_deliveries_until_it_drains() {
+    let mut h = Harness::with_partitions(1);
+    h.connect(1);
+    h.subscribe(1, "t", "g", 10);
+    h.core.set_paused(1, true);
+    h.publish(1, "t", 1);
+    assert!(h.pump().is_empty());
+    h.core.set_paused(1, false);
+    assert_eq!(h.pump().len(), 1);
+}
+
+#[test]
+fn acking_an_offset_never_delivered_is_a_named_error() {
+    let mut h = Harness::with_partitions(2);
+    h.connect(1);
+    h.subscribe(1, "t", "g", 10);
+    let ranges = vec![OffsetRange { partition: 0, first: 7, last: 7 }];
+    assert_error(
+        h.request(1, Request::Ack { topic: "t".into(), group: "g".into(), ranges }),
+        ErrorCode::NOT_IN_FLIGHT,
+    );
+    let ranges = vec![OffsetRange { partition: 9, first: 0, last: 0 }];
+    assert_error(
+        h.request(1, Request::Ack { topic: "t".into(), group: "g".into(), ranges }),
+        ErrorCode::NO_SUCH_PARTITION,
+    );
+    let ranges = vec![OffsetRange { partition: 0, first: 0, last: 0 }];
+    assert_error(
+        h.request(1, Request::Ack { topic: "t".into(), group: "x".into(), ranges }),
+        ErrorCode::NOT_SUBSCRIBED,
+    );
+}
+
+#[test]
+fn a_late_ack_after_timeout_is_accepted_and_cancels_the_redelivery() {
+    let mut h = Harness::new(CoreConfig {
+        partitions_default: 1,
+        ack_timeout: Duration::from_millis(100),
+        ..CoreConfig::default()
+    });
+    h.connect(1);
+    h.subscribe(1, "t", "g", 10);
+    h.publish(1, "t", 1);
+    let got = h.pump();
+    h.advance(100);
+    assert_eq!(h.ack(1, "t", "g", &got[0].1), Response::Ok);
+    assert!(h.pump().is_empty());
+    assert_eq!(h.core.committed("t", "g", 0), Some(1));
+}
+
+#[test]
+fn keyed_records_stay_in_one_partition_and_unkeyed_go_round_robin() {
+    let mut h = Harness::with_partitions(4);
+    h.connect(1);
+    let key = Bytes::from_static(b"GPU-5fd4f087-86f3-7a43-b711-4771313afc50");
+    let records = (0..5)
+        .map(|_| Record { key: Some(key.clone()), value: Bytes::from_static(b"x") })
+        .collect();
+    let Response::Published(p) = h.request(1, Request::Publish { topic: "t".into(), records })
+    else {
+        panic!()
+    };
+    let expected = mq_protocol::hash::partition_for_key(&key, 4);
+    assert!(p.iter().all(|pl| pl.partition == expected));
+    assert_eq!(p.iter().map(|pl| pl.offset).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    let records = (0..4).map(|_| Record { key: None, value: Bytes::from_static(b"x") }).collect();
+    let Response::Published(p) = h.request(1, Request::Publish { topic: "u".into(), records })
+    else {
+        panic!()
+    };
+    assert_eq!(p.iter().map(|pl| pl.partition).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+}
+
+#[test]
+fn start_latest_skips_what_was_published_before() {
+    let mut h = Harness::with_partitions(1);
+    h.connect(1);
+    h.publish(1, "t", 3);
+    let r = h.request(
+        1,
+        Request::Subscribe {
+            topic: "t".into(),
+            group: "g".into(),
+            start: StartPosition::Latest,
+            credit: 10,
+        },
+    );
+    assert_eq!(r, Response::Subscribed { partitions: 1 });
+    assert!(h.pump().is_empty());
+    h.publish(1, "t", 1);
+    assert_eq!(h.pump()[0].1.offset, 3);
+}
+
+#[test]
+fn a_second_subscription_to_a_topic_on_one_connection_is_refused() {
+    let mut h = Harness::with_partitions(1);
+    h.connect(1);
+    h.subscribe(1, "t", "g", 10);
+    let r = h.request(
+        1,
+        Request::Subscribe {
+            topic: "t".into(),
+            group: "h".into(),
+            start: StartPosition::Earliest,
+            credit: 10,
+        },
+    );
+    assert_error(r, ErrorCode::ALREADY_SUBSCRIBED);
+}
+
+#[test]
+fn limits_on_topics_and_partitions_give_named_errors() {
+    let mut h =
+        Harness::new(CoreConfig { topics_max: 1, partitions_max: 8, ..CoreConfig::default() });
+    h.connect(1);
+    let create = |t: &str, p| {
+        Request::CreateTopic(CreateTopic {
+            topic: t.into(),
+            partitions: p,
+            retention_bytes: 0,
+            retention_ms: 0,
+        })
+    };
+    assert_error(h.request(1, create("a", 9)), ErrorCode::TOO_MANY_PARTITIONS);
+    assert_eq!(h.request(1, create("a", 8)), Response::Ok);
+    assert_error(h.request(1, create("a", 4)), ErrorCode::TOPIC_EXISTS);
+    assert_error(h.request(1, create("b", 1)), ErrorCode::TOO_MANY_TOPICS);
+}
+
+#[test]
+fn auth_is_required_first_and_checked() {
+    let mut h =
+        Harness::new(CoreConfig { auth_token: Some("s3cret".into()), ..CoreConfig::default() });
+    h.connect(1);
+    assert_error(h.request(1, Request::Ping), ErrorCode::AUTH_REQUIRED);
+    h.connect(2);
+    assert_error(h.request(2, Request::Auth { token: "wrong".into() }), ErrorCode::AUTH_FAILED);
+    h.connect(3);
+    assert_eq!(h.request(3, Request::Auth { token: "s3cret".into() }), Response::Ok);
+    assert_eq!(h.request(3, Request::Ping), Response::Pong);
+}
+
+#[test]
+fn a_connection_without_auth_is_closed_at_the_deadline() {
+    let mut h = Harness::new(CoreConfig {
+        auth_token: Some("s3cret".into()),
+        auth_timeout: Duration::from_millis(2000),
+        ..CoreConfig::default()
+    });
+    h.connect(1);
+    h.advance(1999);
+    assert!(h.core.take_outputs().is_empty());
+    h.advance(1);
+    let out = h.core.take_outputs();
+    assert!(matches!(
+        out.as_slice(),
+        [Output::Close { conn: 1, code: ErrorCode::AUTH_TIMEOUT, .. }]
+    ));
+}
+
+#[test]
+fn retention_moves_a_lagging_group_forward_and_counts_the_loss() {
+    let mut h = Harness::new(CoreConfig {
+        partitions_default: 1,
+        retention: Retention { bytes: 0, ms: 1000 },
+        ..CoreConfig::default()
+    });
+    h.connect(1);
+    h.publish(1, "t", 3);
+    h.subscribe(1, "t", "g", 10);
+    h.now_ms += 2000;
+    let now = h.now();
+    h.core.apply_retention(now);
+    assert!(h.pump().is_empty());
+    assert_eq!(h.core.committed("t", "g", 0), Some(3));
+}

@@ -1,0 +1,639 @@
+//! The mio event loop: one thread owns the listener and every connection, reads requests,
+//! feeds them to the [`Core`] with the current time, and writes what the core answers.
+//!
+//! Each turn: wait for readiness (or the next timer), accept a bounded number of
+//! connections, read and decode a bounded amount from each ready connection, run timers, let
+//! the core deliver, make appends durable (group commit: one sync per turn for every
+//! connection and partition), then encode the outputs and write them. Replies are written
+//! after the sync, so a `PUBLISHED` never goes out before its records are durable.
+//!
+//! Backpressure: a connection whose output buffer passes `write_buf_bytes_max` gets no more
+//! deliveries and has its input left unread until it drains; if it stays stuck for
+//! `slow_consumer` it is disconnected with `SLOW_CONSUMER`.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use mq_protocol::{ErrorCode, Limits, ProtoError, Response, ServerCodec};
+use slab::Slab;
+
+use crate::config::{Config, StorageKind};
+use crate::core::{ConnId, Core, Now, Output, Storage};
+use crate::storage::memory::MemoryLog;
+use crate::storage::{PartitionLog, StorageError};
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+const SIGNALS: Token = Token(2);
+const FIRST_CONN: usize = 3;
+
+/// Connections accepted per turn at most, so a flood cannot starve established ones.
+const ACCEPTS_PER_TURN: usize = 64;
+/// Bytes read from one connection per turn at most.
+const READ_BYTES_PER_TURN: usize = 1024 * 1024;
+/// Requests decoded from one connection per turn at most.
+const FRAMES_PER_TURN: usize = 256;
+/// Read granularity.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Timer resolution ceiling: ack timeouts fire at most this late.
+const TICK_MS_MAX: u64 = 100;
+/// Retention runs this often.
+const RETENTION_EVERY: Duration = Duration::from_secs(1);
+/// How long a closing connection may take to flush its last bytes.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How long shutdown waits for output to drain.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
+/// Events handled per poll.
+const EVENTS_CAPACITY: usize = 1024;
+
+/// Storage of `--storage memory`.
+#[derive(Debug, Default)]
+pub struct MemoryStorage;
+
+impl Storage for MemoryStorage {
+    fn open_partition(
+        &mut self,
+        _topic: &str,
+        _partition: u32,
+    ) -> Result<Box<dyn PartitionLog>, StorageError> {
+        Ok(Box::new(MemoryLog::new()))
+    }
+}
+
+#[derive(Debug)]
+struct Conn {
+    id: ConnId,
+    stream: TcpStream,
+    peer: String,
+    codec: ServerCodec,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    /// The peer closed its side or sent a fatal error: read nothing more.
+    read_closed: bool,
+    /// Close once `write_buf` is flushed (or `CLOSE_GRACE` has passed).
+    closing_since: Option<Instant>,
+    /// Set while the output buffer is over the limit.
+    paused_since: Option<Instant>,
+    /// In the ready queue (more input may be waiting).
+    queued: bool,
+}
+
+/// A way to stop a broker running in another thread (tests, embedding).
+#[derive(Debug, Clone)]
+pub struct StopHandle {
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl StopHandle {
+    /// Asks the broker to shut down gracefully.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+/// A bound, not yet running, broker.
+pub struct Broker {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    conns: Slab<Conn>,
+    by_id: HashMap<ConnId, usize>,
+    ready: VecDeque<usize>,
+    next_id: ConnId,
+    core: Core,
+    config: Config,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+    limits: Limits,
+    tick_every: Duration,
+    last_tick: Instant,
+    last_retention: Instant,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("addr", &self.local_addr)
+            .field("conns", &self.conns.len())
+            .finish()
+    }
+}
+
+impl Broker {
+    /// Binds the listen address and sets up the core.
+    ///
+    /// # Errors
+    /// Bind failures, or a storage that cannot start.
+    pub fn bind(config: Config) -> io::Result<Broker> {
+        let listener = TcpListener::bind(config.listen)?;
+        let storage: Box<dyn Storage> = match config.storage {
+            StorageKind::Memory => Box::new(MemoryStorage),
+            StorageKind::Disk => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "--storage disk is not available in this build yet; use --storage memory",
+                ))
+            }
+        };
+        Broker::with_storage(config, listener, storage)
+    }
+
+    fn with_storage(
+        config: Config,
+        mut listener: TcpListener,
+        storage: Box<dyn Storage>,
+    ) -> io::Result<Broker> {
+        let poll = Poll::new()?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let local_addr = listener.local_addr()?;
+        let now = Now::real();
+        let mut timeouts: Vec<Duration> =
+            config.core.group_ack_timeouts.values().copied().collect();
+        timeouts.push(config.core.ack_timeout);
+        let shortest = timeouts.into_iter().min().unwrap_or(Duration::from_secs(5));
+        let tick_every =
+            (shortest / 10).clamp(Duration::from_millis(5), Duration::from_millis(TICK_MS_MAX));
+        let limits = Limits {
+            frame_body_bytes_max: config.core.frame_body_bytes_max,
+            line_bytes_max: config.line_bytes_max,
+        };
+        if !config.listen.ip().is_loopback() && config.core.auth_token.is_none() {
+            warn!("listening on {} without --auth-token: anyone who can reach it can publish and consume", config.listen);
+        }
+        Ok(Broker {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            conns: Slab::new(),
+            by_id: HashMap::new(),
+            ready: VecDeque::new(),
+            next_id: 1,
+            core: Core::new(config.core.clone(), storage, now),
+            config,
+            stop: Arc::new(AtomicBool::new(false)),
+            waker,
+            signals: None,
+            limits,
+            tick_every,
+            last_tick: now.mono,
+            last_retention: now.mono,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that stops this broker from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle { stop: self.stop.clone(), waker: self.waker.clone() }
+    }
+
+    /// Shuts down gracefully on SIGINT or SIGTERM.
+    ///
+    /// # Errors
+    /// If the signal handlers cannot be installed.
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        let mut signals = signal_hook_mio::v1_0::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+        ])?;
+        self.poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    /// Runs until stopped, then shuts down gracefully: stops accepting, finishes the turn,
+    /// syncs storage, flushes what it can of every connection's output, and returns.
+    ///
+    /// # Errors
+    /// Poll failures (not connection errors, which close only their connection).
+    pub fn run(mut self) -> io::Result<()> {
+        info!("mqd listening on {} ({} storage)", self.local_addr, self.config.core.storage_name);
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        while !self.stop.load(Ordering::SeqCst) {
+            let timeout = if self.ready.is_empty() { self.until_tick() } else { Duration::ZERO };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    SIGNALS => self.drain_signals(),
+                    Token(t) => self.on_conn_event(t - FIRST_CONN, event.is_writable()),
+                }
+            }
+            self.turn();
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    fn until_tick(&self) -> Duration {
+        (self.last_tick + self.tick_every).saturating_duration_since(Instant::now())
+    }
+
+    fn drain_signals(&mut self) {
+        if let Some(signals) = &mut self.signals {
+            for signal in signals.pending() {
+                info!("signal {signal}: shutting down");
+                self.stop.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        for _ in 0..ACCEPTS_PER_TURN {
+            let Some(listener) = &self.listener else { return };
+            let (mut stream, peer) = match listener.accept() {
+                Ok(pair) => pair,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    return;
+                }
+            };
+            if self.conns.len() >= self.config.connections_max {
+                let line = format!(
+                    "-ERR TOO_MANY_CONNECTIONS limit of {} reached\r\n",
+                    self.config.connections_max
+                );
+                let _ = stream.write(line.as_bytes());
+                self.core.count_rejected();
+                debug!("refused {peer}: connection limit");
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let entry = self.conns.vacant_entry();
+            let key = entry.key();
+            if let Err(e) = self.poll.registry().register(
+                &mut stream,
+                Token(key + FIRST_CONN),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                warn!("cannot register {peer}: {e}");
+                continue;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            entry.insert(Conn {
+                id,
+                stream,
+                peer: peer.to_string(),
+                codec: ServerCodec::new(self.limits),
+                read_buf: BytesMut::new(),
+                write_buf: BytesMut::new(),
+                read_closed: false,
+                closing_since: None,
+                paused_since: None,
+                queued: false,
+            });
+            self.by_id.insert(id, key);
+            self.core.connect(id, peer.to_string(), Now::real());
+            self.enqueue(key);
+            debug!("conn {id} from {peer}");
+        }
+    }
+
+    fn enqueue(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.queued {
+                conn.queued = true;
+                self.ready.push_back(key);
+            }
+        }
+    }
+
+    fn on_conn_event(&mut self, key: usize, writable: bool) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        if writable {
+            self.flush(key);
+        }
+        self.enqueue(key);
+    }
+
+    /// One turn after the events: input, timers, deliveries, sync, output.
+    fn turn(&mut self) {
+        let now = Now::real();
+        let ready: Vec<usize> = self.ready.drain(..).collect();
+        for key in ready {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.queued = false;
+            }
+            if self.read_and_handle(key, now) {
+                self.enqueue(key);
+            }
+        }
+        if now.mono >= self.last_tick + self.tick_every {
+            self.last_tick = now.mono;
+            self.core.tick(now);
+        }
+        if now.mono >= self.last_retention + RETENTION_EVERY {
+            self.last_retention = now.mono;
+            self.core.apply_retention(now);
+        }
+        self.core.pump(now);
+        if let Err(e) = self.core.sync() {
+            warn!("storage sync failed: {e}");
+        }
+        self.apply_outputs();
+        self.flush_all(now.mono);
+    }
+
+    /// Reads and handles what one connection sent, within the per-turn bounds. Returns
+    /// whether more input may be waiting (the connection goes back on the ready queue).
+    fn read_and_handle(&mut self, key: usize, now: Now) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else { return false };
+        if conn.closing_since.is_some() || conn.write_buf.len() > self.config.write_buf_bytes_max {
+            return false;
+        }
+        let (read_more, eof, read_bytes) = read_some(conn, &self.limits);
+        self.core.count_bytes(read_bytes as u64, 0);
+        let mut frames = 0;
+        let id = conn.id;
+        while frames < FRAMES_PER_TURN {
+            let conn = &mut self.conns[key];
+            match conn.codec.decode(&mut conn.read_buf) {
+                Ok(Some(decoded)) => {
+                    frames += 1;
+                    match decoded.result {
+                        Ok(request) => self.core.handle(id, decoded.request_id, request, now),
+                        Err(e) => self.reply_error(key, decoded.request_id, &e),
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.fail(key, &e);
+                    return false;
+                }
+            }
+        }
+        let conn = &mut self.conns[key];
+        if eof {
+            conn.read_closed = true;
+            if conn.read_buf.is_empty() || frames < FRAMES_PER_TURN {
+                if !conn.read_buf.is_empty() {
+                    debug!(
+                        "conn {} closed with {} bytes of an unfinished frame",
+                        conn.id,
+                        conn.read_buf.len()
+                    );
+                }
+                conn.closing_since.get_or_insert(now.mono);
+                return false;
+            }
+        }
+        read_more || frames >= FRAMES_PER_TURN
+    }
+
+    fn reply_error(&mut self, key: usize, request_id: u32, error: &ProtoError) {
+        let conn = &mut self.conns[key];
+        debug!("conn {} request rejected: {} {error}", conn.id, error.code());
+        conn.codec.encode(request_id, &Response::from_error(error), &mut conn.write_buf);
+    }
+
+    /// A fatal protocol error: say why, stop reading, close after the flush.
+    fn fail(&mut self, key: usize, error: &ProtoError) {
+        let conn = &mut self.conns[key];
+        warn!("conn {} ({}) closed: {} {error}", conn.id, conn.peer, error.code());
+        conn.codec.encode(0, &Response::from_error(error), &mut conn.write_buf);
+        conn.read_closed = true;
+        conn.read_buf.clear();
+        conn.closing_since.get_or_insert(Instant::now());
+        self.core.count_rejected();
+    }
+
+    fn apply_outputs(&mut self) {
+        for output in self.core.take_outputs() {
+            match output {
+                Output::Send { conn, request_id, response } => {
+                    let Some(&key) = self.by_id.get(&conn) else { continue };
+                    let c = &mut self.conns[key];
+                    if c.closing_since.is_none() {
+                        c.codec.encode(request_id, &response, &mut c.write_buf);
+                    }
+                }
+                Output::Close { conn, code, message } => {
+                    let Some(&key) = self.by_id.get(&conn) else { continue };
+                    let c = &mut self.conns[key];
+                    warn!("conn {} ({}) closed: {code} {message}", c.id, c.peer);
+                    c.codec.encode(0, &Response::Error { code, message }, &mut c.write_buf);
+                    c.read_closed = true;
+                    c.closing_since.get_or_insert(Instant::now());
+                    self.core.count_rejected();
+                }
+            }
+        }
+    }
+
+    /// Writes what each connection has buffered; updates pauses; closes what is done.
+    fn flush_all(&mut self, now: Instant) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.flush(key);
+            let limit = self.config.write_buf_bytes_max;
+            let conn = &mut self.conns[key];
+            let over = conn.write_buf.len() > limit;
+            match (over, conn.paused_since) {
+                (true, None) => {
+                    conn.paused_since = Some(now);
+                    self.core.set_paused(conn.id, true);
+                }
+                (false, Some(_)) if conn.write_buf.len() <= limit / 2 => {
+                    conn.paused_since = None;
+                    self.core.set_paused(conn.id, false);
+                }
+                (true, Some(since)) if now.duration_since(since) >= self.config.slow_consumer => {
+                    warn!(
+                        "conn {} ({}) closed: {} output stuck above {limit} bytes for {} ms",
+                        conn.id,
+                        conn.peer,
+                        ErrorCode::SLOW_CONSUMER,
+                        self.config.slow_consumer.as_millis()
+                    );
+                    conn.write_buf.clear();
+                    let error = Response::Error {
+                        code: ErrorCode::SLOW_CONSUMER,
+                        message: "output buffer full".into(),
+                    };
+                    conn.codec.encode(0, &error, &mut conn.write_buf);
+                    conn.read_closed = true;
+                    conn.closing_since = Some(now - CLOSE_GRACE);
+                    self.core.count_rejected();
+                }
+                _ => {}
+            }
+            let conn = &self.conns[key];
+            if let Some(since) = conn.closing_since {
+                if conn.write_buf.is_empty() || now.duration_since(since) >= CLOSE_GRACE {
+                    self.close(key);
+                }
+            }
+        }
+    }
+
+    /// Writes as much of a connection's output as the socket takes.
+    fn flush(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let mut written = 0u64;
+        while !conn.write_buf.is_empty() {
+            match conn.stream.write(&conn.write_buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let _ = conn.write_buf.split_to(n);
+                    written += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!("conn {} write failed: {e}", conn.id);
+                    conn.write_buf.clear();
+                    conn.read_closed = true;
+                    conn.closing_since.get_or_insert(Instant::now());
+                    break;
+                }
+            }
+        }
+        if conn.write_buf.is_empty() && conn.write_buf.capacity() > 4 * READ_CHUNK_BYTES {
+            conn.write_buf = BytesMut::new();
+        }
+        self.core.count_bytes(0, written);
+    }
+
+    fn close(&mut self, key: usize) {
+        let mut conn = self.conns.remove(key);
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        self.by_id.remove(&conn.id);
+        self.core.disconnect(conn.id, Now::real());
+        debug!("conn {} ({}) closed", conn.id, conn.peer);
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.turn();
+        let deadline = Instant::now() + SHUTDOWN_DRAIN;
+        while Instant::now() < deadline && self.conns.iter().any(|(_, c)| !c.write_buf.is_empty()) {
+            let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+            for key in keys {
+                self.flush(key);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close(key);
+        }
+        if let Err(e) = self.core.sync() {
+            warn!("final storage sync failed: {e}");
+        }
+        info!("mqd stopped");
+    }
+}
+
+/// Reads from a connection until `WouldBlock`, EOF, or a per-turn bound. Returns whether the
+/// socket may still have input, whether EOF was seen, and the bytes read.
+fn read_some(conn: &mut Conn, limits: &Limits) -> (bool, bool, usize) {
+    if conn.read_closed {
+        return (false, false, 0);
+    }
+    let buf_max = mq_protocol::limits::FRAME_HEADER_BYTES
+        + limits.frame_body_bytes_max as usize
+        + READ_CHUNK_BYTES;
+    let mut total = 0;
+    loop {
+        if total >= READ_BYTES_PER_TURN || conn.read_buf.len() >= buf_max {
+            return (true, false, total);
+        }
+        conn.read_buf.reserve(READ_CHUNK_BYTES);
+        let spare = conn.read_buf.spare_capacity_mut();
+        // SAFETY: `read` only writes into the slice; we then advance `len` by exactly the
+        // number of bytes it reports written. Zero-initialising first keeps this sound even
+        // for a `Read` impl that reads the buffer.
+        let buf = unsafe {
+            let len = spare.len().min(READ_CHUNK_BYTES);
+            std::ptr::write_bytes(spare.as_mut_ptr(), 0, len);
+            std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), len)
+        };
+        match conn.stream.read(buf) {
+            Ok(0) => return (false, true, total),
+            Ok(n) => {
+                // SAFETY: `n` bytes were initialised by the zeroing above and the read.
+                unsafe { conn.read_buf.set_len(conn.read_buf.len() + n) };
+                total += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (false, false, total),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                debug!("conn {} read failed: {e}", conn.id);
+                return (false, true, total);
+            }
+        }
+    }
+}
+
+/// A broker running in a background thread (tests, embedding).
+#[derive(Debug)]
+pub struct Running {
+    /// Address it listens on.
+    pub addr: SocketAddr,
+    stop: StopHandle,
+    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+impl Running {
+    /// Binds and starts a broker in a new thread.
+    ///
+    /// # Errors
+    /// Bind or setup failures.
+    pub fn start(config: Config) -> io::Result<Running> {
+        let broker = Broker::bind(config)?;
+        let addr = broker.local_addr();
+        let stop = broker.stop_handle();
+        let thread = std::thread::Builder::new().name("mqd".into()).spawn(move || broker.run())?;
+        Ok(Running { addr, stop, thread: Some(thread) })
+    }
+
+    /// Stops the broker gracefully and waits for it.
+    ///
+    /// # Errors
+    /// What the broker's run returned.
+    pub fn stop(mut self) -> io::Result<()> {
+        self.stop.stop();
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("broker thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
