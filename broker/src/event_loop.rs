@@ -22,7 +22,7 @@ use bytes::BytesMut;
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use mq_protocol::{ErrorCode, Limits, ProtoError, Response, ServerCodec};
+use mq_protocol::{ErrorCode, Limits, Response, ServerCodec};
 use slab::Slab;
 
 use crate::config::{Config, StorageKind};
@@ -377,12 +377,18 @@ impl Broker {
                     frames += 1;
                     match decoded.result {
                         Ok(request) => self.core.handle(id, decoded.request_id, request, now),
-                        Err(e) => self.reply_error(key, decoded.request_id, &e),
+                        Err(e) => {
+                            debug!("conn {id} request rejected: {} {e}", e.code());
+                            self.core.reject_request(id, decoded.request_id, e.code(), e.to_string());
+                        }
                     }
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    self.fail(key, &e);
+                    let conn = &mut self.conns[key];
+                    conn.read_closed = true;
+                    conn.read_buf.clear();
+                    self.core.close(id, e.code(), e.to_string());
                     return false;
                 }
             }
@@ -403,23 +409,6 @@ impl Broker {
             }
         }
         read_more || frames >= FRAMES_PER_TURN
-    }
-
-    fn reply_error(&mut self, key: usize, request_id: u32, error: &ProtoError) {
-        let conn = &mut self.conns[key];
-        debug!("conn {} request rejected: {} {error}", conn.id, error.code());
-        conn.codec.encode(request_id, &Response::from_error(error), &mut conn.write_buf);
-    }
-
-    /// A fatal protocol error: say why, stop reading, close after the flush.
-    fn fail(&mut self, key: usize, error: &ProtoError) {
-        let conn = &mut self.conns[key];
-        warn!("conn {} ({}) closed: {} {error}", conn.id, conn.peer, error.code());
-        conn.codec.encode(0, &Response::from_error(error), &mut conn.write_buf);
-        conn.read_closed = true;
-        conn.read_buf.clear();
-        conn.closing_since.get_or_insert(Instant::now());
-        self.core.count_rejected();
     }
 
     fn apply_outputs(&mut self) {
