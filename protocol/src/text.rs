@@ -450,7 +450,13 @@ fn decode_msg(
         _ => return Err(bad()),
     };
     let num = |i: usize| words[i].parse::<u64>().map_err(|_| bad());
-    let nbytes = num(words.len() - 1)? as usize;
+    let nbytes = num(words.len() - 1)?;
+    // No broker sends a payload above the ceiling; a larger length is a broken line, and
+    // trusting it would overflow the offsets below.
+    if nbytes > u64::from(crate::limits::FRAME_BODY_BYTES_MAX_CEILING) {
+        return Err(bad());
+    }
+    let nbytes = nbytes as usize;
     let payload_at = line_end + 1;
     if buf.len() < payload_at + nbytes + 2 {
         return Ok(None);
