@@ -109,6 +109,8 @@ pub struct Broker {
     conns: Slab<Conn>,
     by_id: HashMap<ConnId, usize>,
     ready: VecDeque<usize>,
+    /// The listener may have connections waiting (accepting stopped at the per-turn bound).
+    accept_pending: bool,
     next_id: ConnId,
     core: Core,
     config: Config,
@@ -116,6 +118,8 @@ pub struct Broker {
     waker: Arc<Waker>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     limits: Limits,
+    /// Shared read buffer of `READ_CHUNK_BYTES`.
+    scratch: Vec<u8>,
     tick_every: Duration,
     last_tick: Instant,
     last_retention: Instant,
@@ -179,6 +183,7 @@ impl Broker {
             conns: Slab::new(),
             by_id: HashMap::new(),
             ready: VecDeque::new(),
+            accept_pending: false,
             next_id: 1,
             core: Core::new(config.core.clone(), storage, now),
             config,
@@ -186,6 +191,7 @@ impl Broker {
             waker,
             signals: None,
             limits,
+            scratch: vec![0; READ_CHUNK_BYTES],
             tick_every,
             last_tick: now.mono,
             last_retention: now.mono,
@@ -225,7 +231,8 @@ impl Broker {
         info!("mqd listening on {} ({} storage)", self.local_addr, self.config.core.storage_name);
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         while !self.stop.load(Ordering::SeqCst) {
-            let timeout = if self.ready.is_empty() { self.until_tick() } else { Duration::ZERO };
+            let busy = !self.ready.is_empty() || self.accept_pending;
+            let timeout = if busy { Duration::ZERO } else { self.until_tick() };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -239,6 +246,9 @@ impl Broker {
                     SIGNALS => self.drain_signals(),
                     Token(t) => self.on_conn_event(t - FIRST_CONN, event.is_writable()),
                 }
+            }
+            if self.accept_pending {
+                self.accept();
             }
             self.turn();
         }
@@ -259,14 +269,21 @@ impl Broker {
         }
     }
 
+    /// Accepts up to `ACCEPTS_PER_TURN` connections. The listener is edge-triggered, so if
+    /// the bound stops it before `WouldBlock` it is marked to be tried again next turn.
     fn accept(&mut self) {
+        self.accept_pending = false;
         for _ in 0..ACCEPTS_PER_TURN {
             let Some(listener) = &self.listener else { return };
             let (mut stream, peer) = match listener.accept() {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
+                    // ECONNABORTED and friends concern one connection; EMFILE stays until
+                    // connections close, so try again next turn rather than spin now.
                     warn!("accept failed: {e}");
+                    self.accept_pending = true;
                     return;
                 }
             };
@@ -310,6 +327,7 @@ impl Broker {
             self.enqueue(key);
             debug!("conn {id} from {peer}");
         }
+        self.accept_pending = true;
     }
 
     fn enqueue(&mut self, key: usize) {
@@ -366,7 +384,7 @@ impl Broker {
         if conn.closing_since.is_some() || conn.write_buf.len() > self.config.write_buf_bytes_max {
             return false;
         }
-        let (read_more, eof, read_bytes) = read_some(conn, &self.limits);
+        let (read_more, eof, read_bytes) = read_some(conn, &self.limits, &mut self.scratch);
         self.core.count_bytes(read_bytes as u64, 0);
         let mut frames = 0;
         let id = conn.id;
@@ -379,7 +397,12 @@ impl Broker {
                         Ok(request) => self.core.handle(id, decoded.request_id, request, now),
                         Err(e) => {
                             debug!("conn {id} request rejected: {} {e}", e.code());
-                            self.core.reject_request(id, decoded.request_id, e.code(), e.to_string());
+                            self.core.reject_request(
+                                id,
+                                decoded.request_id,
+                                e.code(),
+                                e.to_string(),
+                            );
                         }
                     }
                 }
@@ -543,7 +566,10 @@ impl Broker {
 
 /// Reads from a connection until `WouldBlock`, EOF, or a per-turn bound. Returns whether the
 /// socket may still have input, whether EOF was seen, and the bytes read.
-fn read_some(conn: &mut Conn, limits: &Limits) -> (bool, bool, usize) {
+///
+/// Reads go through one shared `scratch` buffer and only the bytes received are appended to
+/// the connection's buffer, so an idle connection holds no read memory.
+fn read_some(conn: &mut Conn, limits: &Limits, scratch: &mut [u8]) -> (bool, bool, usize) {
     if conn.read_closed {
         return (false, false, 0);
     }
@@ -555,21 +581,10 @@ fn read_some(conn: &mut Conn, limits: &Limits) -> (bool, bool, usize) {
         if total >= READ_BYTES_PER_TURN || conn.read_buf.len() >= buf_max {
             return (true, false, total);
         }
-        conn.read_buf.reserve(READ_CHUNK_BYTES);
-        let spare = conn.read_buf.spare_capacity_mut();
-        // SAFETY: `read` only writes into the slice; we then advance `len` by exactly the
-        // number of bytes it reports written. Zero-initialising first keeps this sound even
-        // for a `Read` impl that reads the buffer.
-        let buf = unsafe {
-            let len = spare.len().min(READ_CHUNK_BYTES);
-            std::ptr::write_bytes(spare.as_mut_ptr(), 0, len);
-            std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), len)
-        };
-        match conn.stream.read(buf) {
+        match conn.stream.read(scratch) {
             Ok(0) => return (false, true, total),
             Ok(n) => {
-                // SAFETY: `n` bytes were initialised by the zeroing above and the read.
-                unsafe { conn.read_buf.set_len(conn.read_buf.len() + n) };
+                conn.read_buf.extend_from_slice(&scratch[..n]);
                 total += n;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (false, false, total),

@@ -21,9 +21,15 @@ fn binary_publish_reaches_a_binary_subscriber_with_offsets_in_order() {
     assert_eq!(consumer.call(&subscribe("t", "g", 100)), Response::Subscribed { partitions: 1 });
     let reply = publisher.call(&publish("t", (0..10).map(|i| format!("r{i}"))));
     let Response::Published(placements) = reply else { panic!("{reply:?}") };
-    assert_eq!(placements.iter().map(|p| p.offset).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+    assert_eq!(
+        placements.iter().map(|p| p.offset).collect::<Vec<_>>(),
+        (0..10).collect::<Vec<_>>()
+    );
     let got = consumer.collect(10, WAIT);
-    assert_eq!(got.iter().map(|d| d.value.clone()).collect::<Vec<_>>(), (0..10).map(|i| format!("r{i}")).collect::<Vec<_>>());
+    assert_eq!(
+        got.iter().map(|d| d.value.clone()).collect::<Vec<_>>(),
+        (0..10).map(|i| format!("r{i}")).collect::<Vec<_>>()
+    );
     assert_eq!(consumer.call(&ack_all("t", "g", &got)), Response::Ok);
 }
 
@@ -34,7 +40,10 @@ fn text_publish_reaches_a_text_subscriber_and_a_binary_one() {
     let mut bin = Bin::connect(broker.addr);
     typed.send(b"SUB telemetry people earliest\r\n");
     assert_eq!(typed.reply(), TextReply::Ok("16".into()));
-    assert_eq!(bin.call(&subscribe("telemetry", "machines", 10)), Response::Subscribed { partitions: 16 });
+    assert_eq!(
+        bin.call(&subscribe("telemetry", "machines", 10)),
+        Response::Subscribed { partitions: 16 }
+    );
     let mut publisher = Text::connect(broker.addr);
     publisher.send(b"PUB telemetry gpu-0 5\r\nhello\r\n");
     let TextReply::Ok(placement) = publisher.reply() else { panic!() };
@@ -58,7 +67,8 @@ fn two_groups_each_get_every_record() {
     a.call(&subscribe("t", "a", 1000));
     b.call(&subscribe("t", "b", 1000));
     Bin::connect(broker.addr).call(&publish("t", (0..100).map(|i| i.to_string())));
-    let values = |got: Vec<mq_protocol::Delivery>| got.into_iter().map(|d| d.value).collect::<BTreeSet<_>>();
+    let values =
+        |got: Vec<mq_protocol::Delivery>| got.into_iter().map(|d| d.value).collect::<BTreeSet<_>>();
     assert_eq!(values(a.collect(100, WAIT)).len(), 100);
     assert_eq!(values(b.collect(100, WAIT)).len(), 100);
 }
@@ -86,7 +96,10 @@ fn a_leaving_member_hands_its_partitions_and_unacked_records_to_the_other() {
     assert_eq!(handed_over.len(), 15);
     assert!(handed_over.iter().all(|d| d.attempt == 2));
     let unacked: BTreeSet<_> = got_one[5..].iter().map(|d| (d.partition, d.offset)).collect();
-    assert_eq!(handed_over.iter().map(|d| (d.partition, d.offset)).collect::<BTreeSet<_>>(), unacked);
+    assert_eq!(
+        handed_over.iter().map(|d| (d.partition, d.offset)).collect::<BTreeSet<_>>(),
+        unacked
+    );
     two.call(&publish("t", (0..8).map(|i| i.to_string())));
     assert_eq!(two.collect(8, WAIT).len(), 8, "the remaining member now owns every partition");
 }

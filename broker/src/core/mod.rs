@@ -216,8 +216,18 @@ impl Core {
 
     /// Queues an error reply for a request the codec rejected, in order with the replies to
     /// the requests before it.
-    pub fn reject_request(&mut self, conn: ConnId, request_id: u32, code: ErrorCode, message: String) {
-        self.outputs.push(Output::Send { conn, request_id, response: Response::Error { code, message } });
+    pub fn reject_request(
+        &mut self,
+        conn: ConnId,
+        request_id: u32,
+        code: ErrorCode,
+        message: String,
+    ) {
+        self.outputs.push(Output::Send {
+            conn,
+            request_id,
+            response: Response::Error { code, message },
+        });
     }
 
     /// Queues a fatal error: sent after every earlier reply, then the connection closes.

@@ -54,7 +54,9 @@ impl Bin {
         let deadline = Instant::now() + timeout;
         let limits = Limits { frame_body_bytes_max: u32::MAX, ..Limits::default() };
         loop {
-            if let Some(d) = mq_protocol::decode_response(&mut self.buf, &limits).expect("broker sent a bad frame") {
+            if let Some(d) = mq_protocol::decode_response(&mut self.buf, &limits)
+                .expect("broker sent a bad frame")
+            {
                 return Some((d.request_id, d.result.expect("broker sent a bad body")));
             }
             if Instant::now() >= deadline {
@@ -90,13 +92,9 @@ impl Bin {
         if let Some(d) = self.pushes.pop_front() {
             return Some(d);
         }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.recv_within(left)? {
-                (0, Response::Deliver(d)) => return Some(d),
-                other => panic!("unexpected frame while waiting for DELIVER: {other:?}"),
-            }
+        match self.recv_within(timeout)? {
+            (0, Response::Deliver(d)) => Some(d),
+            other => panic!("unexpected frame while waiting for DELIVER: {other:?}"),
         }
     }
 
@@ -160,7 +158,9 @@ impl Text {
     pub fn reply_within(&mut self, timeout: Duration) -> Option<TextReply> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(r) = text::decode_reply(&mut self.buf, &Limits::default()).expect("bad reply line") {
+            if let Some(r) =
+                text::decode_reply(&mut self.buf, &Limits::default()).expect("bad reply line")
+            {
                 return Some(r);
             }
             if Instant::now() >= deadline {
@@ -185,19 +185,32 @@ pub fn publish(topic: &str, values: impl IntoIterator<Item = String>) -> Request
 }
 
 pub fn subscribe(topic: &str, group: &str, credit: u32) -> Request {
-    Request::Subscribe { topic: topic.into(), group: group.into(), start: StartPosition::Earliest, credit }
+    Request::Subscribe {
+        topic: topic.into(),
+        group: group.into(),
+        start: StartPosition::Earliest,
+        credit,
+    }
 }
 
 pub fn ack_all(topic: &str, group: &str, records: &[mq_protocol::Delivery]) -> Request {
     Request::Ack {
         topic: topic.into(),
         group: group.into(),
-        ranges: records.iter().map(|d| OffsetRange { partition: d.partition, first: d.offset, last: d.offset }).collect(),
+        ranges: records
+            .iter()
+            .map(|d| OffsetRange { partition: d.partition, first: d.offset, last: d.offset })
+            .collect(),
     }
 }
 
 pub fn create(topic: &str, partitions: u32) -> Request {
-    Request::CreateTopic(mq_protocol::CreateTopic { topic: topic.into(), partitions, retention_bytes: 0, retention_ms: 0 })
+    Request::CreateTopic(mq_protocol::CreateTopic {
+        topic: topic.into(),
+        partitions,
+        retention_bytes: 0,
+        retention_ms: 0,
+    })
 }
 
 /// Resident memory of this process, in KiB, from /proc.
@@ -208,4 +221,70 @@ pub fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// A real `mqd` child process.
+pub struct Mqd {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Mqd {
+    /// Starts the `mqd` binary on 127.0.0.1:0 with `args` and waits until it listens.
+    pub fn spawn(args: &[&str]) -> Mqd {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mqd"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("mqd starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(rest.split_whitespace().next().unwrap().to_string());
+                    }
+                }
+                eprintln!("[mqd] {line}");
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(10)).expect("mqd printed its address");
+        Mqd { child, addr: addr.parse().unwrap() }
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.child.id())
+    }
+}
+
+impl Drop for Mqd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
