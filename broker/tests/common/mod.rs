@@ -92,9 +92,14 @@ impl Bin {
         if let Some(d) = self.pushes.pop_front() {
             return Some(d);
         }
-        match self.recv_within(timeout)? {
-            (0, Response::Deliver(d)) => Some(d),
-            other => panic!("unexpected frame while waiting for DELIVER: {other:?}"),
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.recv_within(deadline.saturating_duration_since(Instant::now()))? {
+                (0, Response::Deliver(d)) => return Some(d),
+                // The reply to a request sent without waiting (`send`), such as an ACK.
+                (_, Response::Ok) => {}
+                other => panic!("unexpected frame while waiting for DELIVER: {other:?}"),
+            }
         }
     }
 
