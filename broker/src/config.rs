@@ -190,6 +190,7 @@ impl Args {
                 ms: self.retention_ms.unwrap_or(0),
             },
             frame_body_bytes_max,
+            line_bytes_max,
             auth_token: self.auth_token,
             auth_timeout: Duration::from_millis(self.auth_timeout_ms.unwrap_or(2000)),
             storage_name: match storage {

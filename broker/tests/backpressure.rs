@@ -34,7 +34,8 @@ fn a_stuck_consumer_is_paused_then_cut_off_while_a_fast_one_keeps_going() {
         std::thread::spawn(move || {
             let mut p = Bin::connect(addr);
             for chunk in 0..TOTAL / 500 {
-                let reply = p.call(&publish("t", (0..500).map(|i| format!("{chunk}-{i}-{payload}"))));
+                let reply =
+                    p.call(&publish("t", (0..500).map(|i| format!("{chunk}-{i}-{payload}"))));
                 assert!(matches!(reply, Response::Published(_)), "{reply:?}");
             }
         })
@@ -51,7 +52,8 @@ fn a_stuck_consumer_is_paused_then_cut_off_while_a_fast_one_keeps_going() {
         if !saw_paused {
             let s = stats(&mut admin);
             saw_paused = s.groups.iter().any(|g| {
-                g.group == "slow" && g.members.iter().any(|m| m.paused.as_deref() == Some("slow_consumer"))
+                g.group == "slow"
+                    && g.members.iter().any(|m| m.paused.as_deref() == Some("slow_consumer"))
             });
         }
     }
@@ -61,7 +63,8 @@ fn a_stuck_consumer_is_paused_then_cut_off_while_a_fast_one_keeps_going() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let s = stats(&mut admin);
-        let slow_members = s.groups.iter().find(|g| g.group == "slow").map_or(0, |g| g.members.len());
+        let slow_members =
+            s.groups.iter().find(|g| g.group == "slow").map_or(0, |g| g.members.len());
         if slow_members == 0 {
             assert!(s.connections_rejected >= 1);
             break;

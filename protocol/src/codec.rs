@@ -133,13 +133,9 @@ fn decode_frame<T>(
     limits: &Limits,
     decode_body: fn(u8, bytes::Bytes) -> Result<T, ProtoError>,
 ) -> Result<Option<Decoded<T>>, ProtoError> {
+    // Nothing is reserved for a frame announced but not received: the buffer grows only with
+    // bytes that arrive, so idle connections with bare headers cost no frame-sized memory.
     let Some(header) = check(buf, limits.frame_body_bytes_max)? else {
-        if buf.len() >= crate::limits::FRAME_HEADER_BYTES {
-            // The header is valid: make room for the whole frame at once.
-            let frame_bytes = crate::limits::FRAME_HEADER_BYTES
-                + u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
-            buf.reserve(frame_bytes - buf.len());
-        }
         return Ok(None);
     };
     let mut frame = buf.split_to(header.frame_bytes()).freeze();

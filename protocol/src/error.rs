@@ -55,9 +55,9 @@ error_codes! {
     BAD_MAGIC = 101, fatal = true;
     /// A binary frame has a protocol version this broker does not speak.
     BAD_VERSION = 102, fatal = true;
-    /// A binary frame's `body_len` is above the limit.
+    /// A binary frame's `body_len`, or a text `PUB` payload length, is above the limit.
     FRAME_TOO_LARGE = 103, fatal = true;
-    /// A text line, or a text payload, is above the limit.
+    /// A text command line is above the limit (no `\n` within it).
     LINE_TOO_LONG = 104, fatal = true;
     /// The text dialect lost its framing: bad payload length or payload terminator.
     PARSE = 105, fatal = true;
@@ -97,15 +97,15 @@ error_codes! {
     NOT_SUBSCRIBED = 304, fatal = false;
     /// `SUBSCRIBE` to a topic this connection is already subscribed to.
     ALREADY_SUBSCRIBED = 305, fatal = false;
-    /// An acknowledged offset is not in flight to this connection.
+    /// Nothing in the ranges of an `ACK`, `NACK` or `REJECT` is outstanding for the group.
     NOT_IN_FLIGHT = 306, fatal = false;
     /// A partition number at or above the topic's partition count.
     NO_SUCH_PARTITION = 307, fatal = false;
     /// The broker is at its consumer-group limit.
     TOO_MANY_GROUPS = 308, fatal = false;
-    /// The disk is full; nothing of the request was stored.
+    /// The disk is full. For a `PUBLISH`, records before the failing one may be stored.
     STORAGE_FULL = 400, fatal = false;
-    /// The storage failed; nothing of the request was stored.
+    /// The storage failed. For a `PUBLISH`, records before the failing one may be stored.
     STORAGE_ERROR = 401, fatal = false;
     /// A bug in the broker; the request was not carried out.
     INTERNAL = 402, fatal = false;

@@ -107,6 +107,8 @@ pub struct CoreConfig {
     pub retention: Retention,
     /// Largest frame body, bytes: bounds DELIVER batches and record sizes.
     pub frame_body_bytes_max: u32,
+    /// Longest text line, bytes (reported by INFO).
+    pub line_bytes_max: usize,
     /// Shared secret required as the first request, if set.
     pub auth_token: Option<String>,
     /// Deadline for `AUTH` after connecting.
@@ -130,6 +132,7 @@ impl Default for CoreConfig {
             credit_max: 65_536,
             retention: Retention::default(),
             frame_body_bytes_max: mq_protocol::limits::FRAME_BODY_BYTES_MAX_DEFAULT,
+            line_bytes_max: mq_protocol::limits::LINE_BYTES_MAX_DEFAULT,
             auth_token: None,
             auth_timeout: Duration::from_secs(2),
             storage_name: "memory".into(),

@@ -28,7 +28,7 @@ impl Core {
             version: env!("CARGO_PKG_VERSION").into(),
             protocol: mq_protocol::VERSION,
             frame_body_bytes_max: self.config.frame_body_bytes_max,
-            line_bytes_max: mq_protocol::limits::LINE_BYTES_MAX_DEFAULT,
+            line_bytes_max: self.config.line_bytes_max,
             partitions_default: self.config.partitions_default,
             storage: self.config.storage_name.clone(),
             fsync: self.config.fsync_name.clone(),
