@@ -174,3 +174,34 @@ fn ack_of_an_offset_never_delivered_is_not_in_flight_and_the_connection_stays_op
     assert_eq!(code, ErrorCode::NOT_IN_FLIGHT);
     assert_eq!(c.call(&Request::Ping), Response::Pong);
 }
+
+#[test]
+fn admin_requests_describe_topics_groups_health_and_stats() {
+    use mq_protocol::admin::{GroupsReply, HealthReply, InfoReply, StatsReply, TopicsReply};
+    let broker = start_broker(|_| {});
+    let mut c = Bin::connect(broker.addr);
+    c.call(&create("metrics", 2));
+    c.call(&subscribe("metrics", "collectors", 1));
+    c.call(&publish("metrics", ["a".to_string(), "b".to_string(), "c".to_string()]));
+    assert_eq!(c.collect(1, WAIT).len(), 1);
+    let Response::Info(json) = c.call(&Request::Info) else { panic!() };
+    let info: InfoReply = serde_json::from_slice(&json).unwrap();
+    assert_eq!((info.server.as_str(), info.protocol, info.partitions_default), ("mqd", 1, 16));
+    let Response::Health(json) = c.call(&Request::Health) else { panic!() };
+    let health: HealthReply = serde_json::from_slice(&json).unwrap();
+    assert_eq!(health.status, "ok");
+    let Response::Topics(json) = c.call(&Request::Topics) else { panic!() };
+    let topics: TopicsReply = serde_json::from_slice(&json).unwrap();
+    assert_eq!(topics.topics.len(), 1);
+    assert_eq!((topics.topics[0].partitions, topics.topics[0].records), (2, 3));
+    let Response::Groups(json) = c.call(&Request::Groups) else { panic!() };
+    let groups: GroupsReply = serde_json::from_slice(&json).unwrap();
+    assert_eq!((groups.groups[0].members, groups.groups[0].lag, groups.groups[0].in_flight), (1, 3, 1));
+    let Response::Stats(json) = c.call(&Request::Stats) else { panic!() };
+    let stats: StatsReply = serde_json::from_slice(&json).unwrap();
+    assert_eq!(stats.topics[0].records_in, 3);
+    assert_eq!(stats.topics[0].records_out, 1);
+    let g = &stats.groups[0];
+    assert_eq!(g.members[0].paused.as_deref(), Some("credit"), "credit 1 is used up");
+    assert_eq!(g.partitions.iter().map(|p| p.lag).sum::<u64>(), 3);
+}

@@ -32,3 +32,17 @@ fn an_unusable_config_exits_2_with_a_message() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--storage must be memory or disk"));
 }
+
+#[test]
+fn settings_come_from_the_config_file_and_flags_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mqd.toml");
+    std::fs::write(&path, "storage = \"memory\"\npartitions = 3\nmax_deliveries = 7\n").unwrap();
+    let mqd = Mqd::spawn(&["--config", path.to_str().unwrap(), "--max-deliveries", "4"]);
+    let mut c = Bin::connect(mqd.addr);
+    let Response::Info(json) = c.call(&mq_protocol::Request::Info) else { panic!() };
+    let info: mq_protocol::admin::InfoReply = serde_json::from_slice(&json).unwrap();
+    assert_eq!(info.partitions_default, 3, "from the file");
+    assert_eq!(info.max_deliveries, 4, "the flag wins");
+    assert_eq!(info.storage, "memory");
+}
