@@ -90,6 +90,12 @@ pub struct Args {
     /// Time a connection has to authenticate [default: 2000].
     #[arg(long, value_name = "MS")]
     pub auth_timeout_ms: Option<u64>,
+    /// Size of segment files (disk storage) [default: 33554432].
+    #[arg(long, value_name = "BYTES")]
+    pub segment_bytes: Option<usize>,
+    /// Most often the group checkpoint is written [default: 200].
+    #[arg(long, value_name = "MS")]
+    pub checkpoint_ms: Option<u64>,
 }
 
 impl Args {
@@ -119,7 +125,9 @@ impl Args {
             retention_bytes,
             retention_ms,
             auth_token,
-            auth_timeout_ms
+            auth_timeout_ms,
+            segment_bytes,
+            checkpoint_ms
         )
     }
 
@@ -142,7 +150,7 @@ impl Args {
     }
 
     fn resolve(self) -> Result<Config, String> {
-        let storage = match self.storage.as_deref().unwrap_or("memory") {
+        let storage = match self.storage.as_deref().unwrap_or("disk") {
             "memory" => StorageKind::Memory,
             "disk" => StorageKind::Disk,
             other => return Err(format!("--storage must be memory or disk, not {other:?}")),
@@ -197,11 +205,22 @@ impl Args {
                 StorageKind::Memory => "memory".into(),
                 StorageKind::Disk => "disk".into(),
             },
-            fsync_name: match storage {
-                StorageKind::Memory => "none".into(),
-                StorageKind::Disk => self.fsync.clone().unwrap_or_else(|| "always".into()),
-            },
+            fsync_name: String::new(),
         };
+        let fsync = match storage {
+            StorageKind::Memory => FsyncMode::Never,
+            StorageKind::Disk => FsyncMode::parse(self.fsync.as_deref().unwrap_or("always"))?,
+        };
+        let mut core = core;
+        core.fsync_name = match storage {
+            StorageKind::Memory => "none".into(),
+            StorageKind::Disk => fsync.to_string(),
+        };
+        let segment_bytes = self.segment_bytes.unwrap_or(32 * 1024 * 1024);
+        let segment_bytes_min = 2 * frame_body_bytes_max as usize;
+        if segment_bytes < segment_bytes_min || segment_bytes > u32::MAX as usize {
+            return Err(format!("--segment-bytes must be {segment_bytes_min} (twice --max-frame-bytes) to {}", u32::MAX));
+        }
         if core.partitions_default > core.partitions_max {
             return Err("--partitions is above --max-partitions".into());
         }
@@ -215,6 +234,9 @@ impl Args {
             line_bytes_max,
             write_buf_bytes_max: self.write_buffer_bytes.unwrap_or(8 * 1024 * 1024).max(64 * 1024),
             slow_consumer: Duration::from_millis(self.slow_consumer_ms.unwrap_or(10_000)),
+            fsync,
+            disk: crate::storage::disk::DiskOptions { segment_bytes, ..Default::default() },
+            checkpoint_every: Duration::from_millis(self.checkpoint_ms.unwrap_or(200).max(1)),
             core,
         })
     }
@@ -231,6 +253,46 @@ pub enum StorageKind {
     Memory,
     /// Segment files in the data directory.
     Disk,
+}
+
+/// When appends are made durable (`--fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncMode {
+    /// Every turn's appends are flushed before any reply of the turn is sent (group commit).
+    Always,
+    /// Replies go out at once; appends are flushed every interval.
+    Interval(Duration),
+    /// The OS writes pages back when it likes (flushed at graceful shutdown).
+    Never,
+}
+
+impl FsyncMode {
+    /// Parses `always`, `interval:<ms>` or `never`.
+    ///
+    /// # Errors
+    /// A message naming the accepted forms.
+    pub fn parse(text: &str) -> Result<FsyncMode, String> {
+        match text {
+            "always" => Ok(FsyncMode::Always),
+            "never" => Ok(FsyncMode::Never),
+            _ => text
+                .strip_prefix("interval:")
+                .and_then(|ms| ms.parse::<u64>().ok())
+                .filter(|&ms| ms > 0)
+                .map(|ms| FsyncMode::Interval(Duration::from_millis(ms)))
+                .ok_or_else(|| format!("--fsync must be always, interval:<ms> or never, not {text:?}")),
+        }
+    }
+}
+
+impl std::fmt::Display for FsyncMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FsyncMode::Always => f.write_str("always"),
+            FsyncMode::Interval(d) => write!(f, "interval:{}", d.as_millis()),
+            FsyncMode::Never => f.write_str("never"),
+        }
+    }
 }
 
 /// Resolved settings of a broker.
@@ -250,6 +312,12 @@ pub struct Config {
     pub write_buf_bytes_max: usize,
     /// How long a connection may stay paused before it is cut off.
     pub slow_consumer: Duration,
+    /// Durability of disk storage.
+    pub fsync: FsyncMode,
+    /// Disk storage settings.
+    pub disk: crate::storage::disk::DiskOptions,
+    /// Most often the group checkpoint is written.
+    pub checkpoint_every: Duration,
     /// Settings of the core.
     pub core: CoreConfig,
 }
@@ -257,9 +325,19 @@ pub struct Config {
 impl Config {
     /// Defaults with the given listen address and in-memory storage (handy for tests).
     pub fn memory(listen: SocketAddr) -> Config {
-        let mut config = Args::default().resolve().expect("defaults are valid");
-        config.listen = listen;
-        config
+        let args = Args { storage: Some("memory".into()), listen: Some(listen), ..Args::default() };
+        args.resolve().expect("defaults are valid")
+    }
+
+    /// Defaults with the given listen address and disk storage in `data_dir`.
+    pub fn disk(listen: SocketAddr, data_dir: &std::path::Path) -> Config {
+        let args = Args {
+            storage: Some("disk".into()),
+            listen: Some(listen),
+            data_dir: Some(data_dir.to_path_buf()),
+            ..Args::default()
+        };
+        args.resolve().expect("defaults are valid")
     }
 }
 
@@ -282,6 +360,16 @@ mod tests {
         assert!(Args::parse_from(["mqd", "--storage", "tape"]).resolve().is_err());
         assert!(Args::parse_from(["mqd", "--group-ack-timeout", "g"]).resolve().is_err());
         assert!(Args::parse_from(["mqd", "--max-frame-bytes", "10"]).resolve().is_err());
+        assert!(Args::parse_from(["mqd", "--fsync", "sometimes"]).resolve().is_err());
+        assert!(Args::parse_from(["mqd", "--fsync", "interval:0"]).resolve().is_err());
+        assert!(Args::parse_from(["mqd", "--segment-bytes", "1000"]).resolve().is_err());
+    }
+
+    #[test]
+    fn fsync_modes_parse_and_print_back() {
+        for text in ["always", "never", "interval:100"] {
+            assert_eq!(FsyncMode::parse(text).unwrap().to_string(), text);
+        }
     }
 
     #[test]

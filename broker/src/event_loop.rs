@@ -25,10 +25,9 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use mq_protocol::{ErrorCode, Limits, Response, ServerCodec};
 use slab::Slab;
 
-use crate::config::{Config, StorageKind};
-use crate::core::{ConnId, Core, Now, Output, Storage};
-use crate::storage::memory::MemoryLog;
-use crate::storage::{PartitionLog, StorageError};
+use crate::config::{Config, FsyncMode, StorageKind};
+use crate::core::{ConnId, Core, Now, Output};
+use crate::storage::{DiskStorage, MemoryStorage, Storage};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -53,20 +52,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
 /// Events handled per poll.
 const EVENTS_CAPACITY: usize = 1024;
-
-/// Storage of `--storage memory`.
-#[derive(Debug, Default)]
-pub struct MemoryStorage;
-
-impl Storage for MemoryStorage {
-    fn open_partition(
-        &mut self,
-        _topic: &str,
-        _partition: u32,
-    ) -> Result<Box<dyn PartitionLog>, StorageError> {
-        Ok(Box::new(MemoryLog::new()))
-    }
-}
 
 #[derive(Debug)]
 struct Conn {
@@ -123,6 +108,8 @@ pub struct Broker {
     tick_every: Duration,
     last_tick: Instant,
     last_retention: Instant,
+    last_sync: Instant,
+    last_checkpoint: Instant,
 }
 
 impl std::fmt::Debug for Broker {
@@ -143,12 +130,7 @@ impl Broker {
         let listener = TcpListener::bind(config.listen)?;
         let storage: Box<dyn Storage> = match config.storage {
             StorageKind::Memory => Box::new(MemoryStorage),
-            StorageKind::Disk => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "--storage disk is not available in this build yet; use --storage memory",
-                ))
-            }
+            StorageKind::Disk => Box::new(DiskStorage::open(&config.data_dir, config.disk.clone()).map_err(io::Error::other)?),
         };
         Broker::with_storage(config, listener, storage)
     }
@@ -185,7 +167,7 @@ impl Broker {
             ready: VecDeque::new(),
             accept_pending: false,
             next_id: 1,
-            core: Core::new(config.core.clone(), storage, now),
+            core: Core::new(config.core.clone(), storage, now).map_err(io::Error::other)?,
             config,
             stop: Arc::new(AtomicBool::new(false)),
             waker,
@@ -195,6 +177,8 @@ impl Broker {
             tick_every,
             last_tick: now.mono,
             last_retention: now.mono,
+            last_sync: now.mono,
+            last_checkpoint: now.mono,
         })
     }
 
@@ -370,11 +354,36 @@ impl Broker {
             self.core.apply_retention(now);
         }
         self.core.pump(now);
-        if let Err(e) = self.core.sync() {
-            warn!("storage sync failed: {e}");
+        let synced = self.sync_if_due(now.mono);
+        if now.mono >= self.last_checkpoint + self.config.checkpoint_every {
+            self.last_checkpoint = now.mono;
+            if let Err(e) = self.core.checkpoint() {
+                warn!("group checkpoint not written: {e}");
+            }
         }
-        self.apply_outputs();
+        self.apply_outputs(synced);
         self.flush_all(now.mono);
+    }
+
+    /// Group commit: with `--fsync always` every append of the turn is flushed here, before
+    /// any reply of the turn is written. Returns false if the flush failed.
+    fn sync_if_due(&mut self, now: Instant) -> bool {
+        let due = match self.config.fsync {
+            FsyncMode::Always => true,
+            FsyncMode::Interval(every) => now >= self.last_sync + every,
+            FsyncMode::Never => false,
+        };
+        if !due {
+            return true;
+        }
+        self.last_sync = now;
+        match self.core.sync() {
+            Ok(()) => true,
+            Err(e) => {
+                warn!("storage sync failed: {e}");
+                false
+            }
+        }
     }
 
     /// Reads and handles what one connection sent, within the per-turn bounds. Returns
@@ -434,10 +443,19 @@ impl Broker {
         read_more || frames >= FRAMES_PER_TURN
     }
 
-    fn apply_outputs(&mut self) {
+    /// Encodes the core's outputs. If this turn's flush failed (`synced` false), a publish
+    /// may not be durable, so its reply says so instead of giving offsets.
+    fn apply_outputs(&mut self, synced: bool) {
         for output in self.core.take_outputs() {
             match output {
                 Output::Send { conn, request_id, response } => {
+                    let response = match response {
+                        Response::Published(_) if !synced && self.config.fsync == FsyncMode::Always => Response::Error {
+                            code: ErrorCode::STORAGE_ERROR,
+                            message: "flush to disk failed; the records may or may not be stored".into(),
+                        },
+                        other => other,
+                    };
                     let Some(&key) = self.by_id.get(&conn) else { continue };
                     let c = &mut self.conns[key];
                     if c.closing_since.is_none() {
@@ -545,6 +563,10 @@ impl Broker {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.turn();
+        if let Err(e) = self.core.sync() {
+            warn!("storage sync at shutdown failed: {e}");
+        }
+        self.apply_outputs(true);
         let deadline = Instant::now() + SHUTDOWN_DRAIN;
         while Instant::now() < deadline && self.conns.iter().any(|(_, c)| !c.write_buf.is_empty()) {
             let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
@@ -557,10 +579,10 @@ impl Broker {
         for key in keys {
             self.close(key);
         }
-        if let Err(e) = self.core.sync() {
-            warn!("final storage sync failed: {e}");
+        match self.core.close_storage() {
+            Ok(()) => info!("mqd stopped cleanly"),
+            Err(e) => warn!("mqd stopped, but closing storage failed ({e}); the next start will recover"),
         }
-        info!("mqd stopped");
     }
 }
 

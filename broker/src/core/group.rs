@@ -33,6 +33,8 @@ struct GroupPartition {
     inflight: BTreeMap<u64, Flight>,
     /// Offsets to deliver again, with the deliveries they already had.
     redeliver: BTreeMap<u64, u32>,
+    /// Deliveries that offsets at or above `next` had before a restart (from the checkpoint).
+    prior: BTreeMap<u64, u32>,
 }
 
 impl GroupPartition {
@@ -130,6 +132,24 @@ impl Group {
             parts,
             counters: GroupCounters::default(),
         }
+    }
+
+    /// Restores a partition from the checkpoint: resume at `committed`, remembering how many
+    /// deliveries the unacknowledged records above it already had.
+    pub fn restore(&mut self, partition: u32, committed: u64, attempts: &[(u64, u32)]) {
+        let part = &mut self.parts[partition as usize];
+        part.next = committed.max(part.next);
+        part.prior = attempts.iter().copied().filter(|&(o, _)| o >= part.next).collect();
+    }
+
+    /// (offset, deliveries so far) of every record of a partition not yet acknowledged.
+    pub fn attempts(&self, partition: u32) -> Vec<(u64, u32)> {
+        let part = &self.parts[partition as usize];
+        let mut all: Vec<(u64, u32)> = part.inflight.iter().map(|(&o, f)| (o, f.attempt)).collect();
+        all.extend(part.redeliver.iter().map(|(&o, &a)| (o, a)));
+        all.extend(part.prior.iter().map(|(&o, &a)| (o, a)));
+        all.sort_unstable();
+        all
     }
 
     pub fn is_member(&self, conn: ConnId) -> bool {
@@ -487,10 +507,14 @@ fn fill(
     for record in scratch.drain(..) {
         let offset = record.offset;
         *bytes += record.payload_bytes() as usize;
-        part.inflight.insert(offset, Flight { attempt: 1, deadline, member: Some(conn) });
+        let attempt = 1 + if part.prior.is_empty() { 0 } else { part.prior.remove(&offset).unwrap_or(0) };
+        part.inflight.insert(offset, Flight { attempt, deadline, member: Some(conn) });
         part.next = offset + 1;
-        batch.push(delivery(partition, 1, record));
+        batch.push(delivery(partition, attempt, record));
         sent.first += 1;
+    }
+    if part.prior.first_key_value().is_some_and(|(&o, _)| o < part.next) {
+        part.prior = part.prior.split_off(&part.next);
     }
     sent
 }

@@ -5,6 +5,7 @@
 //! the core answers with [`Output`]s (replies, deliveries, closes) that the event loop encodes
 //! and writes. Tests drive it directly with fake time, no sockets and no sleeps.
 
+mod checkpoint;
 mod group;
 mod stats;
 mod topic;
@@ -19,7 +20,7 @@ use mq_protocol::{
     CreateTopic, ErrorCode, OffsetRange, Placement, Record, Request, Response, StartPosition,
 };
 
-use crate::storage::{PartitionLog, Retention, StorageError};
+use crate::storage::{Retention, Storage, StorageError, TopicMeta};
 use group::{DeadLetter, Group, PumpLimits, RangeError};
 use topic::Topic;
 
@@ -69,19 +70,6 @@ pub enum Output {
         /// Detail for the peer and the log.
         message: String,
     },
-}
-
-/// Opens the logs of new partitions (memory or disk).
-pub trait Storage: std::fmt::Debug + Send {
-    /// Opens (or creates) partition `partition` of `topic`.
-    ///
-    /// # Errors
-    /// Storage failures, e.g. a full disk.
-    fn open_partition(
-        &mut self,
-        topic: &str,
-        partition: u32,
-    ) -> Result<Box<dyn PartitionLog>, StorageError>;
 }
 
 /// Settings of the core, each with its unit.
@@ -173,14 +161,20 @@ pub struct Core {
     counters: stats::BrokerCounters,
     /// Storage errors since the last successful sync, for HEALTH.
     storage_error: Option<String>,
+    /// The checkpoint last written, to skip writing an unchanged one.
+    last_checkpoint: Vec<u8>,
 }
 
 type Reply = Result<Response, (ErrorCode, String)>;
 
 impl Core {
-    /// A core with no topics.
-    pub fn new(config: CoreConfig, storage: Box<dyn Storage>, now: Now) -> Core {
-        Core {
+    /// A core over `storage`, with the topics and group offsets it already holds.
+    ///
+    /// # Errors
+    /// Storage failures while loading.
+    pub fn new(config: CoreConfig, mut storage: Box<dyn Storage>, now: Now) -> Result<Core, StorageError> {
+        let (loaded, checkpoint) = storage.load()?;
+        let mut core = Core {
             config,
             storage,
             topics: BTreeMap::new(),
@@ -190,7 +184,19 @@ impl Core {
             started: now.mono,
             counters: stats::BrokerCounters::default(),
             storage_error: None,
+            last_checkpoint: Vec::new(),
+        };
+        for (name, meta, logs) in loaded {
+            let retention = Retention { bytes: meta.retention_bytes, ms: meta.retention_ms };
+            let records: u64 = logs.iter().map(|l| l.next_offset() - l.oldest_offset()).sum();
+            info!("loaded topic {name}: {} partitions, {records} records", logs.len());
+            core.topics.insert(name.clone(), Topic::new(name, logs, retention));
         }
+        if let Some(bytes) = checkpoint {
+            core.restore_checkpoint(&bytes);
+            core.last_checkpoint = bytes;
+        }
+        Ok(core)
     }
 
     /// Takes the outputs produced since the last call, in order.
@@ -383,10 +389,8 @@ impl Core {
                 ),
             ));
         }
-        let mut logs = Vec::with_capacity(partitions as usize);
-        for p in 0..partitions {
-            logs.push(self.storage.open_partition(&create.topic, p).map_err(storage_error)?);
-        }
+        let meta = TopicMeta { partitions, retention_bytes: retention.bytes, retention_ms: retention.ms };
+        let logs = self.storage.create_topic(&create.topic, meta).map_err(storage_error)?;
         info!("created topic {} with {partitions} partitions", create.topic);
         self.topics.insert(create.topic.clone(), Topic::new(create.topic, logs, retention));
         Ok(Response::Ok)
@@ -667,6 +671,22 @@ impl Core {
                 self.outputs.push(Output::Send { conn, request_id: 0, response });
             }
         }
+    }
+
+    /// Closes every log cleanly, writes the final checkpoint and the clean-shutdown marker
+    /// (graceful shutdown). A failure leaves the marker unwritten, so the next start recovers.
+    ///
+    /// # Errors
+    /// The first storage failure.
+    pub fn close_storage(&mut self) -> Result<(), StorageError> {
+        self.sync()?;
+        self.checkpoint()?;
+        for t in self.topics.values_mut() {
+            for log in &mut t.logs {
+                log.close()?;
+            }
+        }
+        self.storage.mark_clean()
     }
 
     /// Committed offset (lowest unacknowledged) of a group on one partition.

@@ -8,13 +8,26 @@ use mq_protocol::{Delivery, ErrorCode, OffsetRange, Record, Request, Response, S
 
 use super::*;
 use crate::storage::memory::MemoryLog;
+use crate::storage::{PartitionLog, TopicMeta};
 
 #[derive(Debug)]
 struct Mem;
 
 impl Storage for Mem {
-    fn open_partition(&mut self, _: &str, _: u32) -> Result<Box<dyn PartitionLog>, StorageError> {
-        Ok(Box::new(MemoryLog::new()))
+    fn load(&mut self) -> Result<(Vec<crate::storage::LoadedTopic>, Option<Vec<u8>>), StorageError> {
+        Ok((Vec::new(), None))
+    }
+
+    fn create_topic(&mut self, _: &str, meta: TopicMeta) -> Result<Vec<Box<dyn PartitionLog>>, StorageError> {
+        Ok((0..meta.partitions).map(|_| Box::new(MemoryLog::new()) as Box<dyn PartitionLog>).collect())
+    }
+
+    fn save_checkpoint(&mut self, _: &[u8]) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    fn mark_clean(&mut self) -> Result<(), StorageError> {
+        Ok(())
     }
 }
 
@@ -27,7 +40,7 @@ struct Harness {
 impl Harness {
     fn new(config: CoreConfig) -> Harness {
         let base = Instant::now();
-        let core = Core::new(config, Box::new(Mem), Now { mono: base, wall_ms: 1_000_000 });
+        let core = Core::new(config, Box::new(Mem), Now { mono: base, wall_ms: 1_000_000 }).unwrap();
         Harness { core, base, now_ms: 0 }
     }
 

@@ -1,0 +1,98 @@
+//! The group checkpoint: every group's committed offset per partition and the delivery
+//! counts of records not yet acknowledged, so a restart resumes each group where it acked
+//! and `max_deliveries` keeps counting. Written atomically by the storage (temp file, fsync,
+//! rename) at most every checkpoint interval, and only when it changed.
+//!
+//! ```json
+//! {"version":1,"groups":[{"topic":"t","group":"g","partitions":[{"committed":5,"attempts":[[5,2]]}]}]}
+//! ```
+
+use log::{info, warn};
+use serde::{Deserialize, Serialize};
+
+use super::group::Group;
+use super::Core;
+use crate::storage::StorageError;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Checkpoint {
+    version: u32,
+    groups: Vec<GroupEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct GroupEntry {
+    topic: String,
+    group: String,
+    partitions: Vec<PartitionEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PartitionEntry {
+    committed: u64,
+    /// (offset, deliveries so far) of records at or above `committed` not yet acknowledged.
+    attempts: Vec<(u64, u32)>,
+}
+
+impl Core {
+    /// Writes the checkpoint if it changed since the last one.
+    ///
+    /// # Errors
+    /// Storage failures (the previous checkpoint stays in place).
+    pub fn checkpoint(&mut self) -> Result<(), StorageError> {
+        let checkpoint = Checkpoint {
+            version: 1,
+            groups: self
+                .groups
+                .values()
+                .map(|g| GroupEntry {
+                    topic: g.topic.clone(),
+                    group: g.name.clone(),
+                    partitions: (0..g.partition_count())
+                        .map(|p| PartitionEntry { committed: g.committed(p), attempts: g.attempts(p) })
+                        .collect(),
+                })
+                .collect(),
+        };
+        let bytes = serde_json::to_vec(&checkpoint).expect("checkpoints serialize");
+        if bytes != self.last_checkpoint {
+            self.storage.save_checkpoint(&bytes)?;
+            self.last_checkpoint = bytes;
+        }
+        Ok(())
+    }
+
+    /// Recreates the groups of a checkpoint, without members, at their committed offsets.
+    pub(super) fn restore_checkpoint(&mut self, bytes: &[u8]) {
+        let checkpoint: Checkpoint = match serde_json::from_slice(bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("group checkpoint unreadable ({e}); groups start from the oldest records");
+                return;
+            }
+        };
+        for entry in checkpoint.groups {
+            let Some(topic) = self.topics.get_mut(&entry.topic) else {
+                warn!("checkpoint names group {} of unknown topic {}; skipped", entry.group, entry.topic);
+                continue;
+            };
+            let ack_timeout =
+                self.config.group_ack_timeouts.get(&entry.group).copied().unwrap_or(self.config.ack_timeout);
+            let mut group = Group::new(
+                entry.group.clone(),
+                entry.topic.clone(),
+                &topic.logs,
+                mq_protocol::StartPosition::Earliest,
+                ack_timeout,
+            );
+            for (p, part) in entry.partitions.iter().enumerate().take(topic.logs.len()) {
+                group.restore(p as u32, part.committed, &part.attempts);
+            }
+            if !topic.groups.contains(&entry.group) {
+                topic.groups.push(entry.group.clone());
+            }
+            info!("restored group {} on {} from the checkpoint", entry.group, entry.topic);
+            self.groups.insert((entry.topic, entry.group), group);
+        }
+    }
+}
