@@ -219,7 +219,10 @@ impl Args {
         let segment_bytes = self.segment_bytes.unwrap_or(32 * 1024 * 1024);
         let segment_bytes_min = 2 * frame_body_bytes_max as usize;
         if segment_bytes < segment_bytes_min || segment_bytes > u32::MAX as usize {
-            return Err(format!("--segment-bytes must be {segment_bytes_min} (twice --max-frame-bytes) to {}", u32::MAX));
+            return Err(format!(
+                "--segment-bytes must be {segment_bytes_min} (twice --max-frame-bytes) to {}",
+                u32::MAX
+            ));
         }
         if core.partitions_default > core.partitions_max {
             return Err("--partitions is above --max-partitions".into());
@@ -280,7 +283,9 @@ impl FsyncMode {
                 .and_then(|ms| ms.parse::<u64>().ok())
                 .filter(|&ms| ms > 0)
                 .map(|ms| FsyncMode::Interval(Duration::from_millis(ms)))
-                .ok_or_else(|| format!("--fsync must be always, interval:<ms> or never, not {text:?}")),
+                .ok_or_else(|| {
+                    format!("--fsync must be always, interval:<ms> or never, not {text:?}")
+                }),
         }
     }
 }

@@ -130,7 +130,10 @@ impl Broker {
         let listener = TcpListener::bind(config.listen)?;
         let storage: Box<dyn Storage> = match config.storage {
             StorageKind::Memory => Box::new(MemoryStorage),
-            StorageKind::Disk => Box::new(DiskStorage::open(&config.data_dir, config.disk.clone()).map_err(io::Error::other)?),
+            StorageKind::Disk => Box::new(
+                DiskStorage::open(&config.data_dir, config.disk.clone())
+                    .map_err(io::Error::other)?,
+            ),
         };
         Broker::with_storage(config, listener, storage)
     }
@@ -450,10 +453,16 @@ impl Broker {
             match output {
                 Output::Send { conn, request_id, response } => {
                     let response = match response {
-                        Response::Published(_) if !synced && self.config.fsync == FsyncMode::Always => Response::Error {
-                            code: ErrorCode::STORAGE_ERROR,
-                            message: "flush to disk failed; the records may or may not be stored".into(),
-                        },
+                        Response::Published(_)
+                            if !synced && self.config.fsync == FsyncMode::Always =>
+                        {
+                            Response::Error {
+                                code: ErrorCode::STORAGE_ERROR,
+                                message:
+                                    "flush to disk failed; the records may or may not be stored"
+                                        .into(),
+                            }
+                        }
                         other => other,
                     };
                     let Some(&key) = self.by_id.get(&conn) else { continue };
@@ -581,7 +590,9 @@ impl Broker {
         }
         match self.core.close_storage() {
             Ok(()) => info!("mqd stopped cleanly"),
-            Err(e) => warn!("mqd stopped, but closing storage failed ({e}); the next start will recover"),
+            Err(e) => {
+                warn!("mqd stopped, but closing storage failed ({e}); the next start will recover")
+            }
         }
     }
 }

@@ -196,7 +196,10 @@ fn admin_requests_describe_topics_groups_health_and_stats() {
     assert_eq!((topics.topics[0].partitions, topics.topics[0].records), (2, 3));
     let Response::Groups(json) = c.call(&Request::Groups) else { panic!() };
     let groups: GroupsReply = serde_json::from_slice(&json).unwrap();
-    assert_eq!((groups.groups[0].members, groups.groups[0].lag, groups.groups[0].in_flight), (1, 3, 1));
+    assert_eq!(
+        (groups.groups[0].members, groups.groups[0].lag, groups.groups[0].in_flight),
+        (1, 3, 1)
+    );
     let Response::Stats(json) = c.call(&Request::Stats) else { panic!() };
     let stats: StatsReply = serde_json::from_slice(&json).unwrap();
     assert_eq!(stats.topics[0].records_in, 3);

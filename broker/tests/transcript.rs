@@ -36,12 +36,19 @@ fn the_spec_transcript_replays_byte_for_byte() {
             "C: " => writer.write_all(format!("{content}\r\n").as_bytes()).unwrap(),
             "S: " | "S~ " => {
                 let mut got = String::new();
-                reader.read_line(&mut got).unwrap_or_else(|e| panic!("line {n}: no reply to wait for {content:?}: {e}"));
-                let got = got.strip_suffix("\r\n").unwrap_or_else(|| panic!("line {n}: reply {got:?} lacks \\r\\n"));
+                reader
+                    .read_line(&mut got)
+                    .unwrap_or_else(|e| panic!("line {n}: no reply to wait for {content:?}: {e}"));
+                let got = got
+                    .strip_suffix("\r\n")
+                    .unwrap_or_else(|| panic!("line {n}: reply {got:?} lacks \\r\\n"));
                 if tag == "S: " {
                     assert_eq!(got, content, "transcript line {n}");
                 } else {
-                    assert!(got.starts_with(content), "transcript line {n}: {got:?} does not start with {content:?}");
+                    assert!(
+                        got.starts_with(content),
+                        "transcript line {n}: {got:?} does not start with {content:?}"
+                    );
                 }
             }
             _ => panic!("transcript line {n} has no C:/S:/S~ tag: {line:?}"),

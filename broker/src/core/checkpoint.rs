@@ -49,7 +49,10 @@ impl Core {
                     topic: g.topic.clone(),
                     group: g.name.clone(),
                     partitions: (0..g.partition_count())
-                        .map(|p| PartitionEntry { committed: g.committed(p), attempts: g.attempts(p) })
+                        .map(|p| PartitionEntry {
+                            committed: g.committed(p),
+                            attempts: g.attempts(p),
+                        })
                         .collect(),
                 })
                 .collect(),
@@ -73,11 +76,18 @@ impl Core {
         };
         for entry in checkpoint.groups {
             let Some(topic) = self.topics.get_mut(&entry.topic) else {
-                warn!("checkpoint names group {} of unknown topic {}; skipped", entry.group, entry.topic);
+                warn!(
+                    "checkpoint names group {} of unknown topic {}; skipped",
+                    entry.group, entry.topic
+                );
                 continue;
             };
-            let ack_timeout =
-                self.config.group_ack_timeouts.get(&entry.group).copied().unwrap_or(self.config.ack_timeout);
+            let ack_timeout = self
+                .config
+                .group_ack_timeouts
+                .get(&entry.group)
+                .copied()
+                .unwrap_or(self.config.ack_timeout);
             let mut group = Group::new(
                 entry.group.clone(),
                 entry.topic.clone(),

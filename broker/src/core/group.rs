@@ -507,7 +507,8 @@ fn fill(
     for record in scratch.drain(..) {
         let offset = record.offset;
         *bytes += record.payload_bytes() as usize;
-        let attempt = 1 + if part.prior.is_empty() { 0 } else { part.prior.remove(&offset).unwrap_or(0) };
+        let attempt =
+            1 + if part.prior.is_empty() { 0 } else { part.prior.remove(&offset).unwrap_or(0) };
         part.inflight.insert(offset, Flight { attempt, deadline, member: Some(conn) });
         part.next = offset + 1;
         batch.push(delivery(partition, attempt, record));

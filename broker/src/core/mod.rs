@@ -172,7 +172,11 @@ impl Core {
     ///
     /// # Errors
     /// Storage failures while loading.
-    pub fn new(config: CoreConfig, mut storage: Box<dyn Storage>, now: Now) -> Result<Core, StorageError> {
+    pub fn new(
+        config: CoreConfig,
+        mut storage: Box<dyn Storage>,
+        now: Now,
+    ) -> Result<Core, StorageError> {
         let (loaded, checkpoint) = storage.load()?;
         let mut core = Core {
             config,
@@ -389,7 +393,8 @@ impl Core {
                 ),
             ));
         }
-        let meta = TopicMeta { partitions, retention_bytes: retention.bytes, retention_ms: retention.ms };
+        let meta =
+            TopicMeta { partitions, retention_bytes: retention.bytes, retention_ms: retention.ms };
         let logs = self.storage.create_topic(&create.topic, meta).map_err(storage_error)?;
         info!("created topic {} with {partitions} partitions", create.topic);
         self.topics.insert(create.topic.clone(), Topic::new(create.topic, logs, retention));

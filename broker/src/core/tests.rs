@@ -14,12 +14,20 @@ use crate::storage::{PartitionLog, TopicMeta};
 struct Mem;
 
 impl Storage for Mem {
-    fn load(&mut self) -> Result<(Vec<crate::storage::LoadedTopic>, Option<Vec<u8>>), StorageError> {
+    fn load(
+        &mut self,
+    ) -> Result<(Vec<crate::storage::LoadedTopic>, Option<Vec<u8>>), StorageError> {
         Ok((Vec::new(), None))
     }
 
-    fn create_topic(&mut self, _: &str, meta: TopicMeta) -> Result<Vec<Box<dyn PartitionLog>>, StorageError> {
-        Ok((0..meta.partitions).map(|_| Box::new(MemoryLog::new()) as Box<dyn PartitionLog>).collect())
+    fn create_topic(
+        &mut self,
+        _: &str,
+        meta: TopicMeta,
+    ) -> Result<Vec<Box<dyn PartitionLog>>, StorageError> {
+        Ok((0..meta.partitions)
+            .map(|_| Box::new(MemoryLog::new()) as Box<dyn PartitionLog>)
+            .collect())
     }
 
     fn save_checkpoint(&mut self, _: &[u8]) -> Result<(), StorageError> {
@@ -40,7 +48,8 @@ struct Harness {
 impl Harness {
     fn new(config: CoreConfig) -> Harness {
         let base = Instant::now();
-        let core = Core::new(config, Box::new(Mem), Now { mono: base, wall_ms: 1_000_000 }).unwrap();
+        let core =
+            Core::new(config, Box::new(Mem), Now { mono: base, wall_ms: 1_000_000 }).unwrap();
         Harness { core, base, now_ms: 0 }
     }
 

@@ -135,7 +135,11 @@ pub trait Storage: std::fmt::Debug + Send {
     ///
     /// # Errors
     /// Storage failures, e.g. a full disk.
-    fn create_topic(&mut self, topic: &str, meta: TopicMeta) -> Result<Vec<Box<dyn PartitionLog>>, StorageError>;
+    fn create_topic(
+        &mut self,
+        topic: &str,
+        meta: TopicMeta,
+    ) -> Result<Vec<Box<dyn PartitionLog>>, StorageError>;
 
     /// Replaces the group checkpoint (atomically).
     ///
@@ -159,8 +163,14 @@ impl Storage for MemoryStorage {
         Ok((Vec::new(), None))
     }
 
-    fn create_topic(&mut self, _topic: &str, meta: TopicMeta) -> Result<Vec<Box<dyn PartitionLog>>, StorageError> {
-        Ok((0..meta.partitions).map(|_| Box::new(memory::MemoryLog::new()) as Box<dyn PartitionLog>).collect())
+    fn create_topic(
+        &mut self,
+        _topic: &str,
+        meta: TopicMeta,
+    ) -> Result<Vec<Box<dyn PartitionLog>>, StorageError> {
+        Ok((0..meta.partitions)
+            .map(|_| Box::new(memory::MemoryLog::new()) as Box<dyn PartitionLog>)
+            .collect())
     }
 
     fn save_checkpoint(&mut self, _bytes: &[u8]) -> Result<(), StorageError> {
@@ -183,7 +193,10 @@ impl DiskStorage {
     ///
     /// # Errors
     /// A directory locked by another broker, or I/O failures.
-    pub fn open(root: &std::path::Path, options: disk::DiskOptions) -> Result<DiskStorage, StorageError> {
+    pub fn open(
+        root: &std::path::Path,
+        options: disk::DiskOptions,
+    ) -> Result<DiskStorage, StorageError> {
         Ok(DiskStorage { dir: disk::DataDir::open(root, options)? })
     }
 }
@@ -201,7 +214,11 @@ impl Storage for DiskStorage {
         Ok((topics, self.dir.load_checkpoint()))
     }
 
-    fn create_topic(&mut self, topic: &str, meta: TopicMeta) -> Result<Vec<Box<dyn PartitionLog>>, StorageError> {
+    fn create_topic(
+        &mut self,
+        topic: &str,
+        meta: TopicMeta,
+    ) -> Result<Vec<Box<dyn PartitionLog>>, StorageError> {
         let mut logs: Vec<Box<dyn PartitionLog>> = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
             logs.push(Box::new(self.dir.open_partition(topic, p)?));

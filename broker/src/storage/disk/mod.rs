@@ -70,7 +70,10 @@ pub struct DiskLog {
 
 impl std::fmt::Debug for DiskLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DiskLog").field("dir", &self.dir).field("segments", &(self.sealed.len() + 1)).finish()
+        f.debug_struct("DiskLog")
+            .field("dir", &self.dir)
+            .field("segments", &(self.sealed.len() + 1))
+            .finish()
     }
 }
 
@@ -102,7 +105,14 @@ impl DiskLog {
                     corruptions.extend(s.corruption);
                     sealed.insert(base, s);
                 }
-                Segment::open(dir, last, true, clean, options.segment_bytes, options.index_interval_bytes)?
+                Segment::open(
+                    dir,
+                    last,
+                    true,
+                    clean,
+                    options.segment_bytes,
+                    options.index_interval_bytes,
+                )?
             }
         };
         if let Some((_, prev)) = sealed.iter().next_back() {
@@ -140,7 +150,11 @@ impl DiskLog {
         if offset >= self.active.base_offset {
             return Some(&self.active);
         }
-        self.sealed.range(..=offset).next_back().map(|(_, s)| s).or_else(|| self.sealed.values().next())
+        self.sealed
+            .range(..=offset)
+            .next_back()
+            .map(|(_, s)| s)
+            .or_else(|| self.sealed.values().next())
     }
 
     fn next_segment_after(&self, base: u64) -> Option<&Segment> {
@@ -160,7 +174,12 @@ impl DiskLog {
 }
 
 impl PartitionLog for DiskLog {
-    fn append(&mut self, timestamp_ms: u64, key: Option<Bytes>, value: Bytes) -> Result<u64, StorageError> {
+    fn append(
+        &mut self,
+        timestamp_ms: u64,
+        key: Option<Bytes>,
+        value: Bytes,
+    ) -> Result<u64, StorageError> {
         let key_bytes = key.as_deref().unwrap_or_default();
         let size = record::encoded_len(key_bytes.len(), value.len());
         if size > self.active.room() {
@@ -178,7 +197,13 @@ impl PartitionLog for DiskLog {
         Ok(offset)
     }
 
-    fn read(&self, from: u64, max_records: usize, max_bytes: usize, out: &mut Vec<StoredRecord>) -> Result<(), StorageError> {
+    fn read(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+        out: &mut Vec<StoredRecord>,
+    ) -> Result<(), StorageError> {
         let from = from.max(self.oldest_offset());
         if let Some(first) = self.recent.front() {
             if from >= first.offset {
@@ -208,7 +233,8 @@ impl PartitionLog for DiskLog {
                     out.push(StoredRecord {
                         offset: f.offset,
                         timestamp_ms: f.timestamp_ms,
-                        key: (!f.key.is_empty()).then(|| Bytes::copy_from_slice(&data[f.key.clone()])),
+                        key: (!f.key.is_empty())
+                            .then(|| Bytes::copy_from_slice(&data[f.key.clone()])),
                         value: Bytes::copy_from_slice(&data[f.value.clone()]),
                     });
                     taken += 1;
@@ -253,8 +279,7 @@ impl PartitionLog for DiskLog {
 
     fn apply_retention(&mut self, retention: Retention, now_ms: u64) -> u64 {
         let mut dropped = 0;
-        loop {
-            let Some((&base, oldest)) = self.sealed.iter().next() else { break };
+        while let Some((&base, oldest)) = self.sealed.iter().next() {
             let over_bytes = retention.bytes > 0 && self.bytes_stored() > retention.bytes;
             let too_old = retention.ms > 0 && oldest.last_timestamp_ms + retention.ms < now_ms;
             if !over_bytes && !too_old {
@@ -310,7 +335,12 @@ impl DataDir {
     pub fn open(root: &Path, options: DiskOptions) -> Result<DataDir, StorageError> {
         std::fs::create_dir_all(root.join("topics"))?;
         let lock_path = root.join("LOCK");
-        let mut lock = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock_path)?;
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -334,7 +364,10 @@ impl DataDir {
             std::fs::remove_file(&marker)?;
             File::open(root)?.sync_all()?;
         } else if std::fs::read_dir(root.join("topics"))?.next().is_some() {
-            info!("{}: no clean-shutdown marker; recovering by scanning active segments", root.display());
+            info!(
+                "{}: no clean-shutdown marker; recovering by scanning active segments",
+                root.display()
+            );
         }
         Ok(DataDir { root: root.to_path_buf(), _lock: lock, clean, options })
     }
@@ -353,8 +386,13 @@ impl DataDir {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let meta_path = entry.path().join("topic.json");
-            match std::fs::read(&meta_path).ok().and_then(|b| serde_json::from_slice::<TopicMeta>(&b).ok()) {
-                Some(meta) if mq_protocol::names::validate_name("topic", &name).is_ok() => topics.push((name, meta)),
+            match std::fs::read(&meta_path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<TopicMeta>(&b).ok())
+            {
+                Some(meta) if mq_protocol::names::validate_name("topic", &name).is_ok() => {
+                    topics.push((name, meta))
+                }
                 _ => warn!("{}: no readable topic.json; topic skipped", entry.path().display()),
             }
         }
@@ -369,7 +407,10 @@ impl DataDir {
     pub fn save_topic(&self, topic: &str, meta: &TopicMeta) -> Result<(), StorageError> {
         let dir = self.topic_dir(topic);
         std::fs::create_dir_all(&dir)?;
-        write_atomic(&dir.join("topic.json"), &serde_json::to_vec_pretty(meta).expect("serializes"))?;
+        write_atomic(
+            &dir.join("topic.json"),
+            &serde_json::to_vec_pretty(meta).expect("serializes"),
+        )?;
         Ok(())
     }
 
@@ -380,7 +421,9 @@ impl DataDir {
     pub fn open_partition(&self, topic: &str, partition: u32) -> Result<DiskLog, StorageError> {
         let dir = self.topic_dir(topic).join(partition.to_string());
         let mut options = self.options.clone();
-        if options.fail_allocation.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) && !dir.exists() {
+        if options.fail_allocation.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
+            && !dir.exists()
+        {
             return Err(StorageError::Full("injected: no space for a new partition".into()));
         }
         options.fail_allocation = self.options.fail_allocation.clone();

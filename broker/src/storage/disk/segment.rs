@@ -118,7 +118,12 @@ impl Segment {
     ///
     /// # Errors
     /// [`StorageError::Full`] when the disk cannot hold it; no file is left behind then.
-    pub fn create(dir: &Path, base_offset: u64, capacity: usize, index_interval_bytes: usize) -> Result<Segment, StorageError> {
+    pub fn create(
+        dir: &Path,
+        base_offset: u64,
+        capacity: usize,
+        index_interval_bytes: usize,
+    ) -> Result<Segment, StorageError> {
         let (log_path, _) = paths(dir, base_offset);
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(&log_path)?;
         if let Err(e) = allocate(&file, capacity) {
@@ -251,8 +256,14 @@ impl Segment {
             let scan = record::decode_at(self.map.bytes(), pos);
             match scan {
                 Scan::Record(found) => {
-                    if expected.is_some_and(|e| found.offset != e) || found.offset < self.next_offset {
-                        self.corruption = Some(Corruption { first: self.next_offset, position: pos, why: "offset out of sequence" });
+                    if expected.is_some_and(|e| found.offset != e)
+                        || found.offset < self.next_offset
+                    {
+                        self.corruption = Some(Corruption {
+                            first: self.next_offset,
+                            position: pos,
+                            why: "offset out of sequence",
+                        });
                         break;
                     }
                     self.note_record(pos, &found);
@@ -261,11 +272,16 @@ impl Segment {
                 }
                 Scan::End => break,
                 Scan::Torn => {
-                    self.corruption = Some(Corruption { first: self.next_offset, position: pos, why: "torn record" });
+                    self.corruption = Some(Corruption {
+                        first: self.next_offset,
+                        position: pos,
+                        why: "torn record",
+                    });
                     break;
                 }
                 Scan::Corrupt(why) => {
-                    self.corruption = Some(Corruption { first: self.next_offset, position: pos, why });
+                    self.corruption =
+                        Some(Corruption { first: self.next_offset, position: pos, why });
                     break;
                 }
             }
@@ -294,11 +310,19 @@ impl Segment {
         }
         let entries: Vec<(u32, u32)> = bytes
             .chunks_exact(INDEX_ENTRY_BYTES)
-            .map(|c| (u32::from_be_bytes(c[0..4].try_into().unwrap()), u32::from_be_bytes(c[4..8].try_into().unwrap())))
+            .map(|c| {
+                (
+                    u32::from_be_bytes(c[0..4].try_into().unwrap()),
+                    u32::from_be_bytes(c[4..8].try_into().unwrap()),
+                )
+            })
             .collect();
         let increasing = entries.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
         let (last_rel, last_pos) = *entries.last().expect("not empty");
-        if !increasing || entries[0].1 as usize != SEGMENT_HEADER_BYTES || last_pos as usize >= file_len {
+        if !increasing
+            || entries[0].1 as usize != SEGMENT_HEADER_BYTES
+            || last_pos as usize >= file_len
+        {
             return false;
         }
         match record::decode_at(self.map.bytes(), last_pos as usize) {
@@ -315,7 +339,8 @@ impl Segment {
 
     /// Writes the index file (temp file, then rename).
     fn save_index(&self) -> io::Result<()> {
-        let (_, index_path) = paths(self.log_path.parent().expect("segments live in a directory"), self.base_offset);
+        let (_, index_path) =
+            paths(self.log_path.parent().expect("segments live in a directory"), self.base_offset);
         let tmp = index_path.with_extension("index.tmp");
         let mut bytes = Vec::with_capacity(self.index.len() * INDEX_ENTRY_BYTES);
         for (rel, pos) in &self.index {
@@ -424,7 +449,8 @@ impl Segment {
 
     /// Deletes the segment's files (retention).
     pub fn delete(self) {
-        let (log_path, index_path) = paths(self.log_path.parent().expect("in a directory"), self.base_offset);
+        let (log_path, index_path) =
+            paths(self.log_path.parent().expect("in a directory"), self.base_offset);
         drop(self.map);
         drop(self.file);
         for p in [log_path, index_path] {
@@ -434,6 +460,11 @@ impl Segment {
                 }
             }
         }
-        info!("retention deleted segment {:020} (offsets {} to {})", self.base_offset, self.base_offset, self.next_offset.saturating_sub(1));
+        info!(
+            "retention deleted segment {:020} (offsets {} to {})",
+            self.base_offset,
+            self.base_offset,
+            self.next_offset.saturating_sub(1)
+        );
     }
 }

@@ -9,7 +9,12 @@ use super::*;
 const SEGMENT_BYTES: usize = 4096;
 
 fn options() -> DiskOptions {
-    DiskOptions { segment_bytes: SEGMENT_BYTES, index_interval_bytes: 256, recent_bytes: 0, fail_allocation: None }
+    DiskOptions {
+        segment_bytes: SEGMENT_BYTES,
+        index_interval_bytes: 256,
+        recent_bytes: 0,
+        fail_allocation: None,
+    }
 }
 
 fn value(i: u64) -> Bytes {
@@ -18,7 +23,7 @@ fn value(i: u64) -> Bytes {
 
 fn fill(log: &mut DiskLog, from: u64, to: u64) {
     for i in from..to {
-        let key = (i % 3 == 0).then(|| Bytes::from(format!("k{i}")));
+        let key = i.is_multiple_of(3).then(|| Bytes::from(format!("k{i}")));
         assert_eq!(log.append(1_000 + i, key, value(i)).unwrap(), i);
     }
     log.sync().unwrap();
@@ -45,8 +50,11 @@ fn assert_prefix(log: &DiskLog, n: u64) {
 }
 
 fn last_segment(dir: &Path) -> PathBuf {
-    let mut logs: Vec<PathBuf> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
     logs.sort();
     logs.pop().unwrap()
 }
@@ -128,7 +136,11 @@ fn random_truncation_points_keep_exactly_the_valid_prefix() {
         rng ^= rng << 17;
         let cut = SEGMENT_HEADER_BYTES + (rng as usize) % (len - SEGMENT_HEADER_BYTES);
         std::fs::write(&path, &pristine[..cut]).unwrap();
-        let whole = positions.iter().zip(positions.iter().skip(1).chain([&len])).filter(|(_, &e)| e <= cut).count();
+        let whole = positions
+            .iter()
+            .zip(positions.iter().skip(1).chain([&len]))
+            .filter(|(_, &e)| e <= cut)
+            .count();
         let log = DiskLog::open(dir.path(), false, options()).unwrap();
         assert_prefix(&log, base + whole as u64);
     }
@@ -229,7 +241,10 @@ fn retention_deletes_only_whole_old_segments() {
     let limit = before / 2;
     let dropped = log.apply_retention(Retention { bytes: limit, ms: 0 }, 0);
     assert!(dropped > 0);
-    assert!(log.bytes_stored() <= limit + SEGMENT_BYTES as u64, "at most one segment over the limit");
+    assert!(
+        log.bytes_stored() <= limit + SEGMENT_BYTES as u64,
+        "at most one segment over the limit"
+    );
     assert!(log.segments() < segments);
     let oldest = log.oldest_offset();
     assert_eq!(dropped, oldest, "whole segments: everything below the new oldest offset");
@@ -246,11 +261,20 @@ fn retention_deletes_only_whole_old_segments() {
 fn a_full_disk_is_a_named_error_and_publishing_resumes_when_space_returns() {
     let dir = tempfile::tempdir().unwrap();
     let full = Arc::new(AtomicBool::new(false));
-    let mut log = DiskLog::open(dir.path(), false, DiskOptions { fail_allocation: Some(full.clone()), ..options() }).unwrap();
+    let mut log = DiskLog::open(
+        dir.path(),
+        false,
+        DiskOptions { fail_allocation: Some(full.clone()), ..options() },
+    )
+    .unwrap();
     full.store(true, Ordering::SeqCst);
     let mut stored = 0u64;
     let err = loop {
-        match log.append(1_000 + stored, (stored % 3 == 0).then(|| Bytes::from(format!("k{stored}"))), value(stored)) {
+        match log.append(
+            1_000 + stored,
+            stored.is_multiple_of(3).then(|| Bytes::from(format!("k{stored}"))),
+            value(stored),
+        ) {
             Ok(o) => {
                 assert_eq!(o, stored);
                 stored += 1;
@@ -283,10 +307,16 @@ fn a_real_full_filesystem_gives_storage_full_not_sigbus() {
         return;
     }
     let result = std::panic::catch_unwind(|| {
-        let mut log = DiskLog::open(dir.path(), false, DiskOptions { segment_bytes: 16 * 1024, ..options() }).unwrap();
+        let mut log =
+            DiskLog::open(dir.path(), false, DiskOptions { segment_bytes: 16 * 1024, ..options() })
+                .unwrap();
         let mut stored = 0u64;
         let err = loop {
-            match log.append(1_000 + stored, (stored % 3 == 0).then(|| Bytes::from(format!("k{stored}"))), value(stored)) {
+            match log.append(
+                1_000 + stored,
+                stored.is_multiple_of(3).then(|| Bytes::from(format!("k{stored}"))),
+                value(stored),
+            ) {
                 Ok(_) => stored += 1,
                 Err(e) => break e,
             }
