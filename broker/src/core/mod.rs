@@ -643,15 +643,22 @@ impl Core {
     /// # Errors
     /// The first storage failure; HEALTH reports it until a later sync succeeds.
     pub fn sync(&mut self) -> Result<(), StorageError> {
-        for t in self.topics.values_mut() {
-            for log in &mut t.logs {
-                if let Err(e) = log.sync() {
-                    self.storage_error = Some(e.to_string());
-                    return Err(e);
-                }
+        let result = self.sync_dirty();
+        self.storage_error = result.as_ref().err().map(ToString::to_string);
+        result
+    }
+
+    fn sync_dirty(&mut self) -> Result<(), StorageError> {
+        let dirty = self.topics.values().flat_map(|t| &t.logs).filter(|l| l.dirty()).count();
+        if dirty > 1 && self.storage.sync_all()? {
+            self.topics.values_mut().flat_map(|t| &mut t.logs).for_each(|l| l.mark_synced());
+            return Ok(());
+        }
+        for log in self.topics.values_mut().flat_map(|t| &mut t.logs) {
+            if log.dirty() {
+                log.sync()?;
             }
         }
-        self.storage_error = None;
         Ok(())
     }
 

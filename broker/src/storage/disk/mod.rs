@@ -277,6 +277,15 @@ impl PartitionLog for DiskLog {
         Ok(())
     }
 
+    fn dirty(&self) -> bool {
+        self.dirty
+    }
+
+    fn mark_synced(&mut self) {
+        self.active.mark_synced();
+        self.dirty = false;
+    }
+
     fn apply_retention(&mut self, retention: Retention, now_ms: u64) -> u64 {
         let mut dropped = 0;
         while let Some((&base, oldest)) = self.sealed.iter().next() {
@@ -442,6 +451,15 @@ impl DataDir {
     pub fn save_checkpoint(&self, bytes: &[u8]) -> Result<(), StorageError> {
         write_atomic(&self.root.join(CHECKPOINT), bytes)?;
         Ok(())
+    }
+
+    /// Flushes everything written on the data directory's file system (`syncfs`).
+    ///
+    /// # Errors
+    /// I/O failures, including write-back errors since the last call.
+    pub fn sync_filesystem(&self) -> Result<(), StorageError> {
+        let root = File::open(&self.root)?;
+        rustix::fs::syncfs(&root).map_err(|e| StorageError::Io(e.into()))
     }
 
     /// Writes the clean-shutdown marker (after every partition was closed).

@@ -389,6 +389,11 @@ impl Segment {
         Ok(())
     }
 
+    /// Records that a file-system-wide flush made everything written so far durable.
+    pub fn mark_synced(&mut self) {
+        self.synced_len = self.len;
+    }
+
     /// Seals an active segment: flush, save the index, trim the file to its records and map it
     /// read-only.
     ///
