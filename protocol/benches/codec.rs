@@ -7,11 +7,16 @@
 //! like an NVIDIA GPU UUID (`GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`) and a 200-byte payload
 //! per record.
 //!
-//! Decode benchmarks use `iter_batched` with `BatchSize::SmallInput`: the setup copies the
-//! pre-encoded bytes into a fresh `BytesMut` (the socket read buffer) outside the measurement,
-//! and the routine returns what it decoded so that freeing it is outside the measurement too.
-//! `decode_request_incl_drop` puts that free back in, and `copy_frame_setup` measures the setup copy
-//! alone, for reference.
+//! Decode benchmarks build the read buffer with `BytesMut::from(&frame[..])` in the setup of
+//! `iter_batched`, outside the measurement, and return what they decoded so that freeing it is
+//! outside too (`decode_request_incl_drop` puts the free back in). They use
+//! `BatchSize::PerIteration`: the frame is copied just before it is decoded, so it is hot in
+//! cache as it is right after a socket read, at the price of one timer read per iteration
+//! (`timer_overhead`, about 25 ns per batch). `decode_request_small_input` is the same decode
+//! with `BatchSize::SmallInput`, which builds hundreds of frames before each sample and frees
+//! the outputs after it, so it also measures cache misses on cold frames and page faults of a
+//! growing heap. `reused_buffer_copy_decode_drop` is the broker's loop with one reused read
+//! buffer; `reused_buffer_copy_only` is its copy alone, to subtract.
 
 use std::hint::black_box;
 
