@@ -74,6 +74,10 @@ impl Core {
                 return;
             }
         };
+        if checkpoint.version != 1 {
+            warn!("group checkpoint has version {}, this broker reads 1; groups start from the oldest records", checkpoint.version);
+            return;
+        }
         for entry in checkpoint.groups {
             let Some(topic) = self.topics.get_mut(&entry.topic) else {
                 warn!(
@@ -96,7 +100,17 @@ impl Core {
                 ack_timeout,
             );
             for (p, part) in entry.partitions.iter().enumerate().take(topic.logs.len()) {
-                group.restore(p as u32, part.committed, &part.attempts);
+                // After a power loss with `--fsync interval` or `never`, the checkpoint (always
+                // fsynced) can be ahead of the recovered log; offsets past the end will be
+                // given to new records, so the group must not skip them.
+                let end = topic.logs[p].next_offset();
+                if part.committed > end {
+                    warn!(
+                        "group {} on {} partition {p}: checkpoint at {} is past the end of the log ({end}); resuming at {end}",
+                        entry.group, entry.topic, part.committed
+                    );
+                }
+                group.restore(p as u32, part.committed.min(end), &part.attempts);
             }
             if !topic.groups.contains(&entry.group) {
                 topic.groups.push(entry.group.clone());

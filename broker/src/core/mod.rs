@@ -129,10 +129,16 @@ impl Default for CoreConfig {
     }
 }
 
+/// Longest header line a dead letter gets in front of its value:
+/// `DLQ <topic> <partition> <offset> <attempts> <reason>\n`.
+pub const DLQ_HEADER_BYTES_MAX: usize = 4 + NAME_BYTES_MAX + 1 + 10 + 1 + 20 + 1 + 10 + 1 + 16 + 1;
+
 /// Bytes of DELIVER framing around a record's key and value at most: the per-record fields
-/// plus the topic. A record larger than the frame limit minus this could never be delivered,
-/// so it is refused at publish.
-pub const DELIVER_OVERHEAD_BYTES: usize = 12 + 2 + NAME_BYTES_MAX + 4 + 4 + 8 + 4 + 8 + 2 + 4 + 64;
+/// plus the topic, plus room for a dead-letter header. A record larger than the frame limit
+/// minus this could never be delivered (from its topic or its `.dlq`), so it is refused at
+/// publish.
+pub const DELIVER_OVERHEAD_BYTES: usize =
+    12 + 2 + NAME_BYTES_MAX + 4 + 4 + 8 + 4 + 8 + 2 + 4 + 64 + DLQ_HEADER_BYTES_MAX;
 
 /// Most records in one DELIVER frame.
 pub const DELIVER_RECORDS_MAX: usize = 1024;

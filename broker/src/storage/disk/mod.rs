@@ -90,8 +90,17 @@ impl DiskLog {
         for entry in std::fs::read_dir(dir)? {
             let name = entry?.file_name();
             let name = name.to_string_lossy();
-            if let Some(base) = name.strip_suffix(".log").and_then(|b| b.parse::<u64>().ok()) {
-                bases.push(base);
+            // Only canonical names (`{base:020}.log`) are segments; anything else is left alone.
+            match name
+                .strip_suffix(".log")
+                .filter(|b| b.len() == 20)
+                .and_then(|b| b.parse::<u64>().ok())
+            {
+                Some(base) => bases.push(base),
+                None if name.ends_with(".log") => {
+                    warn!("{}: {name} is not a segment name; ignored", dir.display())
+                }
+                None => {}
             }
         }
         bases.sort_unstable();
@@ -115,9 +124,17 @@ impl DiskLog {
                 )?
             }
         };
-        if let Some((_, prev)) = sealed.iter().next_back() {
-            if prev.next_offset > active.base_offset {
-                warn!("{}: segment {} overlaps the next one", dir.display(), prev.base_offset);
+        let ends = sealed.values().map(|s| (s.base_offset, s.next_offset));
+        let starts = sealed.values().skip(1).map(|s| s.base_offset).chain([active.base_offset]);
+        for ((base, next), following) in ends.zip(starts) {
+            if next > following {
+                warn!("{}: segment {base} overlaps the next one (ends at {next}, next starts at {following})", dir.display());
+            } else if next < following {
+                warn!(
+                    "{}: offsets {next} to {} are missing (segment {base} ends early)",
+                    dir.display(),
+                    following - 1
+                );
             }
         }
         let log = DiskLog {
@@ -141,9 +158,11 @@ impl DiskLog {
         let base = self.active.next_offset;
         let next = Segment::create(&self.dir, base, capacity, self.options.index_interval_bytes)?;
         let mut old = std::mem::replace(&mut self.active, next);
-        old.seal()?;
+        // Even if sealing fails the old segment stays readable (still mapped); the error goes
+        // to the publisher, and the next start recovers the segment by scanning it.
+        let sealed = old.seal();
         self.sealed.insert(old.base_offset, old);
-        Ok(())
+        sealed.map_err(StorageError::Io)
     }
 
     fn segment_for(&self, offset: u64) -> Option<&Segment> {
@@ -399,6 +418,15 @@ impl DataDir {
                 .ok()
                 .and_then(|b| serde_json::from_slice::<TopicMeta>(&b).ok())
             {
+                Some(meta)
+                    if !(1..=mq_protocol::limits::PARTITIONS_MAX).contains(&meta.partitions) =>
+                {
+                    warn!(
+                        "{}: topic.json gives {} partitions; topic skipped",
+                        entry.path().display(),
+                        meta.partitions
+                    )
+                }
                 Some(meta) if mq_protocol::names::validate_name("topic", &name).is_ok() => {
                     topics.push((name, meta))
                 }
@@ -420,6 +448,7 @@ impl DataDir {
             &dir.join("topic.json"),
             &serde_json::to_vec_pretty(meta).expect("serializes"),
         )?;
+        segment::sync_dir(&self.root.join("topics"))?;
         Ok(())
     }
 
@@ -436,7 +465,12 @@ impl DataDir {
             return Err(StorageError::Full("injected: no space for a new partition".into()));
         }
         options.fail_allocation = self.options.fail_allocation.clone();
-        DiskLog::open(&dir, self.clean, options)
+        let fresh = !dir.exists();
+        let log = DiskLog::open(&dir, self.clean, options)?;
+        if fresh {
+            segment::sync_dir(&self.topic_dir(topic))?;
+        }
+        Ok(log)
     }
 
     /// The saved group checkpoint, if any.

@@ -100,6 +100,11 @@ fn allocate(file: &File, len: usize) -> Result<(), StorageError> {
     }
 }
 
+/// Makes a directory's entries (new, renamed or removed files) durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 fn map_mut(file: &File) -> io::Result<MmapMut> {
     // SAFETY: the file is ours alone: the data directory is locked against other brokers, the
     // file was pre-sized (fallocate) so every mapped page has blocks behind it, and this
@@ -133,6 +138,10 @@ impl Segment {
         }
         let mut map = map_mut(&file)?;
         record::write_segment_header(&mut map[..SEGMENT_HEADER_BYTES], base_offset);
+        // The header and the new directory entry are made durable now, so that a crash can
+        // never leave a segment file without its header behind.
+        map.flush_range(0, SEGMENT_HEADER_BYTES)?;
+        sync_dir(dir)?;
         Ok(Segment {
             base_offset,
             log_path,
@@ -188,8 +197,13 @@ impl Segment {
         }
         match record::read_segment_header(segment.map.bytes()) {
             Some(b) if b == base_offset => {}
-            _ if active && file_len < SEGMENT_HEADER_BYTES => {
-                // Crashed between creating the file and writing its header: start it afresh.
+            _ if active && segment.map.bytes().iter().all(|&b| b == 0) => {
+                // Crashed between creating the file and making its header durable: the file
+                // holds nothing, so it starts afresh.
+                warn!(
+                    "{}: segment without a header and no records; re-initialised",
+                    segment.log_path.display()
+                );
                 segment.map = Map::Empty;
                 segment.file.set_len(0)?;
                 allocate(&segment.file, capacity)?;
@@ -209,6 +223,11 @@ impl Segment {
         let loaded = trust_len && segment.load_index(&index_path, file_len);
         if !loaded {
             segment.scan_from(SEGMENT_HEADER_BYTES, Some(base_offset));
+            if !active && segment.corruption.is_none() && segment.next_offset > base_offset {
+                if let Err(e) = segment.save_index() {
+                    warn!("{}: rebuilt index not saved: {e}", segment.log_path.display());
+                }
+            }
         }
         if active {
             segment.reopen_active(capacity, file_len)?;
@@ -350,7 +369,8 @@ impl Segment {
         let mut f = File::create(&tmp)?;
         f.write_all(&bytes)?;
         f.sync_data()?;
-        std::fs::rename(&tmp, &index_path)
+        std::fs::rename(&tmp, &index_path)?;
+        sync_dir(index_path.parent().expect("in a directory"))
     }
 
     /// Bytes free for records.

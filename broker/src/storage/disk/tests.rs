@@ -329,3 +329,41 @@ fn a_real_full_filesystem_gives_storage_full_not_sigbus() {
     let _ = std::process::Command::new("umount").arg(dir.path()).status();
     result.unwrap();
 }
+
+#[test]
+fn a_new_segment_left_all_zeros_by_a_crash_is_reinitialised() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = DiskLog::open(dir.path(), false, options()).unwrap();
+    fill(&mut log, 0, 10);
+    let next_base = log.next_offset();
+    drop(log);
+    std::fs::write(dir.path().join(format!("{next_base:020}.log")), vec![0u8; SEGMENT_BYTES])
+        .unwrap();
+    let mut log = DiskLog::open(dir.path(), false, options()).unwrap();
+    assert_prefix(&log, 10);
+    fill(&mut log, 10, 20);
+    drop(log);
+    assert_prefix(&DiskLog::open(dir.path(), false, options()).unwrap(), 20);
+}
+
+#[test]
+fn files_that_are_not_canonical_segment_names_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = DiskLog::open(dir.path(), false, options()).unwrap();
+    fill(&mut log, 0, 10);
+    drop(log);
+    std::fs::write(dir.path().join("119.log"), b"junk").unwrap();
+    assert_prefix(&DiskLog::open(dir.path(), false, options()).unwrap(), 10);
+}
+
+#[test]
+fn a_topic_json_with_zero_partitions_is_skipped_not_a_panic() {
+    let root = tempfile::tempdir().unwrap();
+    let data = DataDir::open(root.path(), options()).unwrap();
+    data.save_topic("good", &TopicMeta { partitions: 2, retention_bytes: 0, retention_ms: 0 })
+        .unwrap();
+    data.save_topic("bad", &TopicMeta { partitions: 0, retention_bytes: 0, retention_ms: 0 })
+        .unwrap();
+    let names: Vec<String> = data.topics().unwrap().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, vec!["good".to_string()]);
+}
