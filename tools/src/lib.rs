@@ -2,7 +2,9 @@
 //! broker address lists, plain-text tables, and human-readable numbers.
 #![deny(missing_docs, missing_debug_implementations)]
 
+pub mod streamer;
 pub mod table;
+pub mod telemetry;
 
 /// The broker address when neither `--addr` nor `MQ_ADDR` names one.
 pub const ADDR_DEFAULT: &str = "127.0.0.1:7420";

@@ -70,7 +70,8 @@ mod tests {
     fn gpu_ids_are_checked_before_they_name_anything() {
         assert!(valid_gpu_id("GPU-5fd4f087-86f3-7a43-b711-4771313afc50"));
         assert!(valid_gpu_id("mtv5-dgx1-hgpu-031:7"));
-        for bad in ["", ".", "..", "../x", "a/b", "a\\b", "%2e%2e%2f", "/etc/passwd", "a\0b", "é"] {
+        for bad in ["", ".", "..", "../x", "a/b", "a\\b", "%2e%2e%2f", "/etc/passwd", "a\0b", "é"]
+        {
             assert!(!valid_gpu_id(bad), "{bad:?} accepted");
         }
         assert!(valid_gpu_id(&"a".repeat(128)));

@@ -1,0 +1,368 @@
+//! One run of the streamer: open the input, start the workers and the progress line, feed
+//! rows to workers by GPU, stop on a signal, `--count`, `--duration` or the end of the
+//! input, drain, and sum up. `--dry-run` prints the records instead of publishing them.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+use mq_client::protocol::hash::fnv1a_32;
+
+use super::convert::Clock;
+use super::rate::RateLimiter;
+use super::rows::{Rows, RowsError};
+use super::schema::Layout;
+use super::source::{CsvSource, Item, SourceError};
+use super::stats::{Counters, Snapshot};
+use super::synthetic::Synthetic;
+use super::worker::{Job, Worker, WorkerConfig};
+use super::{Shard, Source};
+
+/// Rows per chunk handed to a worker when there is no rate limit.
+const CHUNK_ROWS_MAX: usize = 256;
+/// Chunks that may wait for one worker before the reader blocks.
+const CHANNEL_CHUNKS: usize = 4;
+/// Skipped rows logged one by one before they are only counted.
+const SKIP_LOGS_MAX: u64 = 20;
+
+/// Where rows come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A CSV file.
+    File(PathBuf),
+    /// Generated DCGM-shaped data.
+    Synthetic {
+        /// Hosts.
+        hosts: u32,
+        /// GPUs per host.
+        gpus_per_host: u32,
+        /// Seed of the random walks.
+        seed: u64,
+    },
+}
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The rows.
+    pub input: Input,
+    /// Replay the input for ever (`--loop`) instead of once.
+    pub replay: bool,
+    /// Which rows are this instance's.
+    pub shard: Shard,
+    /// Print records instead of publishing.
+    pub dry_run: bool,
+    /// Worker threads (each with its own producer).
+    pub workers: usize,
+    /// Stop after this many rows.
+    pub count: Option<u64>,
+    /// Stop reading after this long.
+    pub duration: Option<Duration>,
+    /// Rows longer than this are skipped.
+    pub row_bytes_max: usize,
+    /// Interval of the progress line on stderr; `None` for none.
+    pub progress_every: Option<Duration>,
+    /// What the workers are told (broker, topic, rate, drain timeout, batching).
+    pub worker: WorkerConfig,
+}
+
+/// Why a run could not start or had to end.
+#[derive(Debug)]
+pub enum RunError {
+    /// The input cannot be opened or has no usable header.
+    Source(SourceError),
+    /// The file has a header and no data rows.
+    HeaderOnly,
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Source(e) => e.fmt(f),
+            RunError::HeaderOnly => f.write_str("the file has a header row and no data rows"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// How a run went.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Final counters.
+    pub counters: Snapshot,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// A read error that ended the input early, if any.
+    pub input_error: Option<String>,
+    /// Whether it was a dry run.
+    pub dry_run: bool,
+}
+
+impl Summary {
+    /// 0 when every row read was acknowledged, skipped or failed on its own and not every
+    /// row failed; 1 when records were left unacknowledged, every row failed, or reading
+    /// broke off.
+    pub fn exit_code(&self) -> u8 {
+        let c = &self.counters;
+        let failed = c.skipped_total() + c.too_large + c.rejected;
+        let all_failed = c.rows > 0 && failed == c.rows;
+        if c.unacked > 0 || all_failed || self.input_error.is_some() {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// The summary text for stderr.
+    pub fn text(&self) -> String {
+        let mut text = self.counters.summary(self.elapsed, self.dry_run);
+        if let Some(e) = &self.input_error {
+            text.push_str(&format!("  input error: {e}\n"));
+        }
+        text
+    }
+}
+
+/// Runs the streamer until the input ends, `stop` is set, or a limit is reached. Dry-run
+/// records go to `out`, one JSON object per line.
+///
+/// # Errors
+/// [`RunError`] if the input cannot be read at all.
+pub fn run(
+    options: &Options,
+    stop: Arc<AtomicBool>,
+    out: &mut dyn Write,
+) -> Result<Summary, RunError> {
+    let started = Instant::now();
+    let (source, file) = open_input(options)?;
+    let mut rows = Rows::new(source, file, options.replay, options.shard, options.row_bytes_max);
+    let counters = Arc::new(Counters::default());
+    let progress = options.progress_every.map(|every| Progress::start(every, counters.clone()));
+    let limits = Limits::new(options, started);
+    let outcome = if options.dry_run {
+        print_records(&mut rows, &limits, &stop, &counters, options.worker.rate_per_s, out)
+    } else {
+        publish_records(&mut rows, &limits, &stop, &counters, options)
+    };
+    drop(progress);
+    let input_error = match outcome {
+        Ok(()) => None,
+        Err(RowsError::HeaderOnly) => return Err(RunError::HeaderOnly),
+        Err(RowsError::Source(e)) => {
+            error!("{e}");
+            Some(e.to_string())
+        }
+    };
+    info!("{} passes over the input", rows.passes());
+    let counters = counters.snapshot();
+    Ok(Summary { counters, elapsed: started.elapsed(), input_error, dry_run: options.dry_run })
+}
+
+fn open_input(options: &Options) -> Result<(Box<dyn Source + Send>, Option<PathBuf>), RunError> {
+    match &options.input {
+        Input::File(path) => {
+            let source = CsvSource::open(path, options.shard, options.row_bytes_max)
+                .map_err(RunError::Source)?;
+            let schema = source.schema();
+            let layout = match schema.layout {
+                Layout::Long => "long (one metric per row)",
+                Layout::Wide => "wide (one GPU per row)",
+            };
+            info!("{}: {} columns, {layout} layout", path.display(), schema.columns.len());
+            if !schema.has_identity() {
+                warn!(
+                    "no uuid column, nor hostname and gpu index columns: every row will be skipped"
+                );
+            }
+            Ok((Box::new(source), Some(path.clone())))
+        }
+        Input::Synthetic { hosts, gpus_per_host, seed } => {
+            let generator = Synthetic::new(*hosts, *gpus_per_host, options.shard, *seed);
+            info!("synthetic: {} GPUs in shard {}", generator.gpu_count(), options.shard);
+            Ok((Box::new(generator), None))
+        }
+    }
+}
+
+/// `--count` and `--duration`.
+#[derive(Debug)]
+struct Limits {
+    count: Option<u64>,
+    until: Option<Instant>,
+}
+
+impl Limits {
+    fn new(options: &Options, started: Instant) -> Limits {
+        Limits { count: options.count, until: options.duration.map(|d| started + d) }
+    }
+
+    fn reached(&self, rows: u64) -> bool {
+        self.count.is_some_and(|c| rows >= c)
+            || (rows.is_multiple_of(64) && self.until.is_some_and(|u| Instant::now() >= u))
+    }
+}
+
+/// Counts an item's row and logs a skip (first pass only, first few only).
+fn count_item(item: &Item, first_pass: bool, counters: &Counters) {
+    counters.rows.fetch_add(1, Relaxed);
+    match item {
+        Item::Record { labels_malformed: true, line, .. } => {
+            let n = counters.labels_warnings.fetch_add(1, Relaxed);
+            if first_pass && n < SKIP_LOGS_MAX {
+                warn!("line {line}: labels_raw partly malformed; kept the labels that parse");
+            }
+        }
+        Item::Record { .. } => {}
+        Item::Skipped { line, skip } => {
+            let n: u64 = counters.skipped.iter().map(|c| c.load(Relaxed)).sum();
+            counters.skip(skip.reason);
+            if first_pass && n < SKIP_LOGS_MAX {
+                warn!("line {line}: skipped ({}): {}", skip.reason.name(), skip.detail);
+            } else if first_pass && n == SKIP_LOGS_MAX {
+                warn!("further skipped rows are only counted");
+            }
+        }
+    }
+}
+
+/// `--dry-run`: each record as one JSON line on `out`.
+fn print_records(
+    rows: &mut Rows,
+    limits: &Limits,
+    stop: &AtomicBool,
+    counters: &Counters,
+    rate_per_s: f64,
+    out: &mut dyn Write,
+) -> Result<(), RowsError> {
+    let mut clock = Clock::default();
+    let mut limiter = RateLimiter::new(rate_per_s);
+    let mut buf = Vec::new();
+    let mut taken = 0;
+    while !stop.load(Relaxed) && !limits.reached(taken) {
+        let Some((item, first_pass)) = rows.next_row()? else { break };
+        taken += 1;
+        count_item(&item, first_pass, counters);
+        let Item::Record { prepared, .. } = item else { continue };
+        while let Some(wait) = limiter.take(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        prepared.write(&clock.now(), &mut buf);
+        buf.push(b'\n');
+        if out.write_all(&buf).is_err() {
+            break; // the reader went away (`| head`): stop quietly
+        }
+        counters.published.fetch_add(1, Relaxed);
+        counters.acked.fetch_add(1, Relaxed);
+    }
+    let _ = out.flush();
+    Ok(())
+}
+
+/// Feeds rows to the workers by GPU, then waits for them.
+fn publish_records(
+    rows: &mut Rows,
+    limits: &Limits,
+    stop: &Arc<AtomicBool>,
+    counters: &Arc<Counters>,
+    options: &Options,
+) -> Result<(), RowsError> {
+    let workers = options.workers.max(1);
+    let config = Arc::new(options.worker.clone());
+    let (senders, handles): (Vec<SyncSender<Vec<Job>>>, Vec<JoinHandle<()>>) = (0..workers)
+        .map(|id| {
+            let (tx, rx) = mpsc::sync_channel(CHANNEL_CHUNKS);
+            let worker = Worker::new(id, config.clone(), rx, stop.clone(), counters.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("worker-{id}"))
+                .spawn(move || worker.run())
+                .expect("a thread starts");
+            (tx, handle)
+        })
+        .unzip();
+    let chunk_rows = chunk_rows(options.worker.rate_per_s);
+    let mut chunks: Vec<Vec<Job>> = (0..workers).map(|_| Vec::with_capacity(chunk_rows)).collect();
+    let mut taken = 0;
+    let result = loop {
+        if stop.load(Relaxed) || limits.reached(taken) {
+            break Ok(());
+        }
+        let (item, first_pass) = match rows.next_row() {
+            Ok(Some(next)) => next,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        taken += 1;
+        count_item(&item, first_pass, counters);
+        let Item::Record { line, prepared, .. } = item else { continue };
+        let w = fnv1a_32(prepared.key.as_bytes()) as usize % workers;
+        chunks[w].push(Job::new(line, prepared));
+        if chunks[w].len() >= chunk_rows {
+            let chunk = std::mem::replace(&mut chunks[w], Vec::with_capacity(chunk_rows));
+            if senders[w].send(chunk).is_err() {
+                break Ok(()); // the worker died; joining it below says so
+            }
+        }
+    };
+    for (sender, chunk) in senders.iter().zip(chunks) {
+        if stop.load(Relaxed) {
+            counters.unsent.fetch_add(chunk.len() as u64, Relaxed);
+        } else if !chunk.is_empty() {
+            let _ = sender.send(chunk);
+        }
+    }
+    drop(senders);
+    for (id, handle) in handles.into_iter().enumerate() {
+        if handle.join().is_err() {
+            error!("worker {id} panicked");
+        }
+    }
+    result
+}
+
+/// Rows per chunk: a fiftieth of a second's worth at the rate limit, so a slow worker
+/// is never handed more than it sends soon.
+fn chunk_rows(rate_per_s: f64) -> usize {
+    if rate_per_s <= 0.0 {
+        CHUNK_ROWS_MAX
+    } else {
+        ((rate_per_s / 50.0) as usize).clamp(1, CHUNK_ROWS_MAX)
+    }
+}
+
+/// The progress line every few seconds on stderr, until dropped.
+struct Progress {
+    done: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(every: Duration, counters: Arc<Counters>) -> Progress {
+        let (done, wait) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let mut last = (Instant::now(), 0);
+            while let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(every) {
+                let now = counters.snapshot();
+                let secs = last.0.elapsed().as_secs_f64();
+                let rate = (now.acked - last.1) as f64 / secs;
+                eprintln!("{}", now.progress_line(Some(rate)));
+                last = (Instant::now(), now.acked);
+            }
+        });
+        Progress { done: Some(done), thread: Some(thread) }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        drop(self.done.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
