@@ -2,6 +2,9 @@
 //! broker address lists, plain-text tables, and human-readable numbers.
 #![deny(missing_docs, missing_debug_implementations)]
 
+pub mod api;
+pub mod collector;
+pub mod gateway;
 pub mod streamer;
 pub mod table;
 pub mod telemetry;

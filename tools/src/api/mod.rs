@@ -1,0 +1,167 @@
+//! The HTTP API shared by `telemetry-collector` and `telemetry-gateway`: response bodies
+//! (with their OpenAPI schemas), the error envelope, query-parameter validation, the
+//! bearer-token check and the server's protective layers.
+//!
+//! Errors follow the Prometheus HTTP API: a JSON body
+//! `{"status":"error","errorType":"bad_data","error":"...","param":"limit"}` with 400 for
+//! bad input, 404 for an unknown GPU or path, 401 for a missing or wrong token, 503 when a
+//! needed downstream is unavailable. Bad input never gets a 500.
+
+pub mod params;
+pub mod types;
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+
+pub use self::types::*;
+
+/// Longest request a client may take, end to end.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most requests served at once; more wait.
+pub const CONCURRENT_REQUESTS_MAX: usize = 512;
+/// Largest request body (the API has no bodies).
+pub const REQUEST_BODY_BYTES_MAX: usize = 4096;
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// JSON body.
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    fn new(
+        status: StatusCode,
+        error_type: &str,
+        error: impl Into<String>,
+        param: Option<&str>,
+    ) -> ApiError {
+        ApiError {
+            status,
+            body: ErrorBody {
+                status: "error".into(),
+                error_type: error_type.into(),
+                error: error.into(),
+                param: param.map(String::from),
+            },
+        }
+    }
+
+    /// 400 `bad_data` about one parameter.
+    pub fn bad(param: &str, error: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_data", error, Some(param))
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(error: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", error, None)
+    }
+
+    /// 401 `unauthorized`, without detail.
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required",
+            None,
+        )
+    }
+
+    /// 503 `unavailable`.
+    pub fn unavailable(error: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", error, None)
+    }
+
+    /// 500 `internal` (storage failures, never bad input).
+    pub fn internal(error: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", error, None)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body)).into_response()
+    }
+}
+
+/// A JSON answer from bytes already serialised.
+pub fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {
+    let content_type = HeaderValue::from_static("application/json");
+    (status, [(header::CONTENT_TYPE, content_type)], bytes).into_response()
+}
+
+/// The answer for paths the API does not have.
+pub async fn not_found_fallback() -> ApiError {
+    ApiError::not_found("no such path")
+}
+
+/// Wraps `router` in the layers every server of the API uses: a request timeout (408), a
+/// body size limit (413), a bound on concurrent requests, the token check (if a token is
+/// set), and JSON 404s for unknown paths.
+pub fn protect(router: Router, token: Option<String>) -> Router {
+    use tower_http::limit::RequestBodyLimitLayer;
+    use tower_http::timeout::TimeoutLayer;
+    let router = match token {
+        Some(token) => router.layer(axum::middleware::from_fn_with_state(token, require_token)),
+        None => router,
+    };
+    router
+        .fallback(not_found_fallback)
+        .layer(RequestBodyLimitLayer::new(REQUEST_BODY_BYTES_MAX))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(CONCURRENT_REQUESTS_MAX))
+}
+
+/// Requires `Authorization: Bearer <token>` on every path but `/health`; compares in
+/// constant time and never logs the token.
+async fn require_token(State(token): State<String>, request: Request, next: Next) -> Response {
+    if request.uri().path() == "/health" {
+        return next.run(request).await;
+    }
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => {
+            next.run(request).await
+        }
+        _ => ApiError::unauthorized().into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Warns loudly when an API would listen beyond loopback without a token.
+pub fn warn_if_exposed(addr: std::net::SocketAddr, token: Option<&str>) {
+    if !addr.ip().is_loopback() && token.is_none() {
+        log::warn!(
+            "HTTP API on {addr} without --http-token: anyone who can reach it can read all telemetry"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+}

@@ -1,0 +1,253 @@
+//! Response bodies of the API, with their OpenAPI schemas.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// The error envelope (as the Prometheus HTTP API's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// Always `"error"`.
+    #[schema(example = "error")]
+    pub status: String,
+    /// `bad_data`, `not_found`, `unauthorized`, `unavailable` or `internal`.
+    #[serde(rename = "errorType")]
+    #[schema(example = "bad_data")]
+    pub error_type: String,
+    /// What was wrong, for people.
+    #[schema(example = "limit must be an integer from 1 to 100000")]
+    pub error: String,
+    /// The query or path parameter at fault, if one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "limit")]
+    pub param: Option<String>,
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HealthBody {
+    /// `ok` (200); otherwise `unavailable` or `degraded` (503).
+    #[schema(example = "ok")]
+    pub status: String,
+    /// Version of the server.
+    #[schema(example = "0.1.0")]
+    pub version: String,
+    /// When this answer was made (RFC 3339, UTC).
+    #[schema(example = "2026-11-29T09:12:00.123Z")]
+    pub timestamp: String,
+    /// The collector's broker connection (collectors only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<BrokerHealth>,
+    /// Each collector behind a gateway (gateways only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collectors: Option<Vec<DownstreamHealth>>,
+}
+
+/// A collector's broker connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BrokerHealth {
+    /// The broker answered the last check (once a second).
+    pub connected: bool,
+    /// The consumer is subscribed to the topic.
+    pub consuming: bool,
+    /// Consumer group.
+    pub group: String,
+    /// Time of the last successful poll, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_poll: Option<String>,
+}
+
+/// One collector as a gateway sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DownstreamHealth {
+    /// The collector's base URL.
+    pub url: String,
+    /// Its status (`ok`, `unavailable`), or `unreachable`.
+    pub status: String,
+    /// Its HTTP status, if it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// Why it is not healthy, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One GPU with telemetry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GpuInfo {
+    /// The GPU id (its UUID, or `<hostname>:<gpu_index>`).
+    #[schema(example = "GPU-5fd4f087-86f3-7a43-b711-4771313afc50")]
+    pub uuid: String,
+    /// Host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "mtv5-dgx1-hgpu-031")]
+    pub hostname: Option<String>,
+    /// GPU index on its host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = 0)]
+    pub gpu_index: Option<u32>,
+    /// Device name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "nvidia0")]
+    pub device: Option<String>,
+    /// GPU model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "NVIDIA H100 80GB HBM3")]
+    pub model: Option<String>,
+    /// Earliest sample time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<String>,
+    /// Latest sample time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+    /// Samples stored.
+    pub sample_count: u64,
+}
+
+/// `GET /api/v1/gpus`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GpuList {
+    /// Number of GPUs.
+    pub count: usize,
+    /// The GPUs, by id.
+    pub gpus: Vec<GpuInfo>,
+}
+
+/// One sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TelemetrySample {
+    /// Processing time (RFC 3339, UTC, ms).
+    #[schema(example = "2026-11-29T09:12:00.123Z")]
+    pub timestamp: String,
+    /// Metric name (dcgm-exporter naming).
+    #[schema(example = "DCGM_FI_DEV_GPU_UTIL")]
+    pub metric: String,
+    /// Value.
+    #[schema(example = 97.0)]
+    pub value: f64,
+    /// Broker partition of the record it came in.
+    pub partition: u32,
+    /// Broker offset of the record it came in.
+    pub offset: u64,
+    /// The source's own time, as it was written there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_timestamp: Option<String>,
+    /// Labels of the record.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Other attributes of the record.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub attributes: BTreeMap<String, serde_json::Value>,
+}
+
+/// `GET /api/v1/gpus/{gpu_id}/telemetry`: one page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TelemetryPage {
+    /// The GPU id.
+    pub gpu_id: String,
+    /// Samples in this page.
+    pub count: usize,
+    /// Where the page came from: `cache`, `file`, or `merged` (a gateway over several
+    /// collectors).
+    #[schema(example = "cache")]
+    pub source: String,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// Samples ordered by time, then partition, offset and metric.
+    pub samples: Vec<TelemetrySample>,
+}
+
+/// Query parameters of `GET /api/v1/gpus/{gpu_id}/telemetry`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TelemetryParams {
+    /// Earliest sample time, inclusive (RFC 3339). Default: the beginning.
+    #[param(example = "2026-11-29T09:00:00Z")]
+    pub start_time: Option<String>,
+    /// Latest sample time, inclusive (RFC 3339). Default: the end.
+    #[param(example = "2026-11-29T10:00:00Z")]
+    pub end_time: Option<String>,
+    /// Only these metrics (repeat the parameter for several). Default: all.
+    #[param(example = "DCGM_FI_DEV_GPU_UTIL")]
+    pub metric: Option<Vec<String>>,
+    /// Most samples in the page: 1 to 100000, default 1000.
+    #[param(minimum = 1, maximum = 100000, example = 1000)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// The cache part of `/stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CacheStatsBody {
+    /// GPUs with samples in the cache.
+    pub gpus: usize,
+    /// Samples held.
+    pub samples: usize,
+    /// Samples held at most (all GPUs).
+    pub samples_max: usize,
+    /// Samples held at most per GPU.
+    pub samples_per_gpu: usize,
+    /// Whole GPUs evicted.
+    pub evictions: u64,
+    /// Telemetry queries answered from the cache.
+    pub hits: u64,
+    /// Telemetry queries answered from files.
+    pub misses: u64,
+    /// hits / (hits + misses); 0 before the first query.
+    pub hit_rate: f64,
+}
+
+/// `GET /stats` of a collector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StatsBody {
+    /// Records received from the broker (redeliveries included).
+    pub records_consumed: u64,
+    /// Records stored.
+    pub records_stored: u64,
+    /// Records received again after being stored; acknowledged, not stored twice.
+    pub records_duplicate: u64,
+    /// Samples stored.
+    pub samples_stored: u64,
+    /// Records sent to the dead-letter topic, by reason (`bad_json`, `missing_gpu_id`,
+    /// `bad_gpu_id`, `bad_timestamp`, `bad_value`, `gpu_limit`).
+    pub bad_records: BTreeMap<String, u64>,
+    /// Batches stored.
+    pub batches: u64,
+    /// Batches that failed to store (NACKed, to come again).
+    pub batch_errors: u64,
+    /// Mean time of a batch's sync, microseconds.
+    pub sync_us_mean: u64,
+    /// GPUs stored.
+    pub gpus: usize,
+    /// The cache.
+    pub cache: CacheStatsBody,
+    /// Records of the topic not yet acknowledged by the group, as the broker last said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<u64>,
+    /// Consumer group.
+    pub group: String,
+}
+
+/// One collector in a gateway's `/stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DownstreamStats {
+    /// The collector's base URL.
+    pub url: String,
+    /// Its `/stats`, if it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<StatsBody>,
+    /// Why not, if it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET /stats` of a gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GatewayStatsBody {
+    /// Each collector.
+    pub collectors: Vec<DownstreamStats>,
+}

@@ -1,0 +1,316 @@
+//! The collector's HTTP API (axum): `/health`, `/api/v1/gpus`,
+//! `/api/v1/gpus/{gpu_id}/telemetry`, `/stats`, `/metrics` and `/openapi.json`.
+//!
+//! The OpenAPI document is generated from the handlers' annotations ([`openapi`]) and kept
+//! in `spec/openapi.json`; a test fails when that file is stale.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde::ser::{SerializeStruct, Serializer};
+use serde::Serialize;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::line::Sample;
+use super::query::{self, encode_cursor, Page};
+use super::timestamp::{format_ms, format_ms_string, now_ms};
+use super::Shared;
+use crate::api::params::{check_gpu_id, parse_telemetry_query};
+use crate::api::{
+    json_bytes, protect, ApiError, BrokerHealth, CacheStatsBody, ErrorBody, GpuInfo, GpuList,
+    HealthBody, StatsBody, TelemetryPage, TelemetryParams,
+};
+
+/// Version reported by `/health`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    shared: Arc<Shared>,
+    token: Option<String>,
+    group: Arc<str>,
+}
+
+impl AppState {
+    /// State over `shared`; `token`, if set, is required on every path but `/health`.
+    pub fn new(shared: Arc<Shared>, token: Option<String>, group: String) -> AppState {
+        AppState { shared, token, group: Arc::from(group) }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "GPU telemetry API",
+        version = "1.0.0",
+        description = "Telemetry of GPUs as stored by telemetry-collector, also served by \
+            telemetry-gateway over several collectors. Errors are JSON: \
+            {\"status\":\"error\",\"errorType\":...,\"error\":...,\"param\":...}."
+    ),
+    tags(
+        (name = "telemetry", description = "GPUs and their samples"),
+        (name = "operations", description = "Health, counters and Prometheus metrics")
+    )
+)]
+struct ApiDoc;
+
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(list_gpus))
+        .routes(routes!(gpu_telemetry))
+        .routes(routes!(stats))
+        .routes(routes!(metrics))
+}
+
+/// The OpenAPI document of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+/// The OpenAPI document as `spec/openapi.json` holds it (pretty JSON and a newline).
+pub fn openapi_json() -> String {
+    let mut text = openapi().to_pretty_json().expect("the document serialises");
+    text.push('\n');
+    text
+}
+
+/// The whole router, layers included.
+pub fn router(state: AppState) -> Router {
+    let token = state.token.clone();
+    let (router, api) = api_router().split_for_parts();
+    let api = Arc::new(api);
+    let router = router
+        .route("/openapi.json", axum::routing::get(move || async move { Json((*api).clone()) }))
+        .with_state(state);
+    protect(router, token)
+}
+
+/// Serves until SIGINT or SIGTERM (or until `stop` is set by someone else), then stops
+/// accepting and lets requests in progress finish.
+///
+/// # Errors
+/// Accept failures.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    crate::api::warn_if_exposed(addr, state.token.as_deref());
+    log::info!("http listening on {addr}");
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal(stop)).await
+}
+
+/// Resolves on SIGINT or SIGTERM (setting `stop`), or once `stop` is set.
+pub async fn shutdown_signal(stop: Arc<AtomicBool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = tick.tick() => if stop.load(Relaxed) { break },
+        }
+    }
+    log::info!("shutdown requested");
+    stop.store(true, Relaxed);
+}
+
+/// Health of the collector and its broker connection.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses(
+        (status = 200, description = "Consuming, and the broker answers", body = HealthBody),
+        (status = 503, description = "Not consuming, or the broker does not answer", body = HealthBody)
+    ))]
+async fn health(State(state): State<AppState>) -> Response {
+    let stats = &state.shared.stats;
+    let healthy = stats.healthy();
+    let last_poll = stats.last_poll_ms.load(Relaxed);
+    let body = HealthBody {
+        status: if healthy { "ok" } else { "unavailable" }.into(),
+        version: VERSION.into(),
+        timestamp: format_ms_string(now_ms()),
+        broker: Some(BrokerHealth {
+            connected: stats.broker_up.load(Relaxed),
+            consuming: stats.consuming.load(Relaxed),
+            group: state.group.to_string(),
+            last_poll: (last_poll > 0).then(|| format_ms_string(last_poll)),
+        }),
+        collectors: None,
+    };
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+/// Every GPU with telemetry.
+#[utoipa::path(get, path = "/api/v1/gpus", tag = "telemetry",
+    responses((status = 200, description = "GPUs by id", body = GpuList)))]
+async fn list_gpus(State(state): State<AppState>) -> Json<GpuList> {
+    let catalog = state.shared.catalog.read().expect("catalog lock");
+    let gpus: Vec<GpuInfo> = catalog
+        .gpus
+        .iter()
+        .map(|(uuid, g)| GpuInfo {
+            uuid: uuid.to_string(),
+            hostname: g.identity.hostname.clone(),
+            gpu_index: g.identity.gpu_index,
+            device: g.identity.device.clone(),
+            model: g.identity.model.clone(),
+            first_seen: g.first_ms.map(format_ms_string),
+            last_seen: g.last_ms.map(format_ms_string),
+            sample_count: g.samples,
+        })
+        .collect();
+    Json(GpuList { count: gpus.len(), gpus })
+}
+
+/// Samples of one GPU, ordered by time, one page at a time.
+#[utoipa::path(get, path = "/api/v1/gpus/{gpu_id}/telemetry", tag = "telemetry",
+    params(("gpu_id" = String, Path, description = "GPU id: 1 to 128 characters of A-Z a-z 0-9 . _ : -"),
+        TelemetryParams),
+    responses(
+        (status = 200, description = "A page of samples", body = TelemetryPage),
+        (status = 400, description = "A bad parameter or GPU id", body = ErrorBody),
+        (status = 404, description = "No such GPU", body = ErrorBody)
+    ))]
+async fn gpu_telemetry(
+    State(state): State<AppState>,
+    gpu_id: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let Path(gpu_id) = gpu_id.map_err(|e| ApiError::bad("gpu_id", e.body_text()))?;
+    check_gpu_id(&gpu_id)?;
+    let query = parse_telemetry_query(raw.as_deref())?;
+    let shared = &state.shared;
+    if !shared.catalog.read().expect("catalog lock").gpus.contains_key(gpu_id.as_str()) {
+        return Err(ApiError::not_found(format!("no telemetry for GPU {gpu_id}")));
+    }
+    let page = match query::from_cache(shared, &gpu_id, &query) {
+        Some(page) => page,
+        None => {
+            let (shared, id) = (Arc::clone(shared), gpu_id.clone());
+            let read =
+                tokio::task::spawn_blocking(move || query::from_file(&shared, &id, &query)).await;
+            match read {
+                Ok(Ok(Some(page))) => page,
+                Ok(Ok(None)) => {
+                    return Err(ApiError::not_found(format!("no telemetry for GPU {gpu_id}")))
+                }
+                Ok(Err(e)) => return Err(ApiError::internal(format!("reading GPU {gpu_id}: {e}"))),
+                Err(e) => return Err(ApiError::internal(format!("query task failed: {e}"))),
+            }
+        }
+    };
+    let bytes = serde_json::to_vec(&PageOut { gpu_id: &gpu_id, page: &page })
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(json_bytes(StatusCode::OK, bytes))
+}
+
+/// Counters of the collector.
+#[utoipa::path(get, path = "/stats", tag = "operations",
+    responses((status = 200, description = "Counters since start", body = StatsBody)))]
+async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
+    Json(stats_body(&state.shared, &state.group))
+}
+
+/// Builds the `/stats` body.
+pub fn stats_body(shared: &Shared, group: &str) -> StatsBody {
+    let s = &shared.stats;
+    let cache = shared.cache.lock().expect("cache lock").stats();
+    let (hits, misses) = (s.cache_hits.load(Relaxed), s.cache_misses.load(Relaxed));
+    let batches = s.batches.load(Relaxed);
+    let lag = s.lag.load(Relaxed);
+    StatsBody {
+        records_consumed: s.records_consumed.load(Relaxed),
+        records_stored: s.records_stored.load(Relaxed),
+        records_duplicate: s.records_duplicate.load(Relaxed),
+        samples_stored: s.samples_stored.load(Relaxed),
+        bad_records: s.bad_counts().into_iter().map(|(r, n)| (r.name().to_string(), n)).collect(),
+        batches,
+        batch_errors: s.batch_errors.load(Relaxed),
+        sync_us_mean: s.sync_us_total.load(Relaxed) / batches.max(1),
+        gpus: shared.catalog.read().expect("catalog lock").gpus.len(),
+        cache: CacheStatsBody {
+            gpus: cache.gpus,
+            samples: cache.samples,
+            samples_max: cache.samples_max,
+            samples_per_gpu: cache.samples_per_gpu,
+            evictions: cache.evictions,
+            hits,
+            misses,
+            hit_rate: if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 },
+        },
+        lag: (lag >= 0).then_some(lag as u64),
+        group: group.to_string(),
+    }
+}
+
+/// The latest value of every metric of every GPU, and the collector's own counters, in
+/// the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format 0.0.4",
+        content_type = "text/plain; version=0.0.4", body = String)))]
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = super::metrics::render(&state.shared);
+    ([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], text).into_response()
+}
+
+/// A page serialised straight from the samples (no intermediate owned copies): the same
+/// JSON as [`TelemetryPage`].
+struct PageOut<'a> {
+    gpu_id: &'a str,
+    page: &'a Page,
+}
+
+impl Serialize for PageOut<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("TelemetryPage", 5)?;
+        s.serialize_field("gpu_id", self.gpu_id)?;
+        s.serialize_field("count", &self.page.samples.len())?;
+        s.serialize_field("source", self.page.source.name())?;
+        if let Some(next) = &self.page.next {
+            s.serialize_field("next_cursor", &encode_cursor(next))?;
+        }
+        let samples: Vec<SampleOut<'_>> = self.page.samples.iter().map(SampleOut).collect();
+        s.serialize_field("samples", &samples)?;
+        s.end()
+    }
+}
+
+struct SampleOut<'a>(&'a Sample);
+
+impl Serialize for SampleOut<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let sample = self.0;
+        let ts = format_ms(sample.ts_ms);
+        let mut s = serializer.serialize_struct("TelemetrySample", 8)?;
+        s.serialize_field("timestamp", std::str::from_utf8(&ts).expect("ascii"))?;
+        s.serialize_field("metric", &*sample.metric)?;
+        s.serialize_field("value", &sample.value)?;
+        s.serialize_field("partition", &sample.partition)?;
+        s.serialize_field("offset", &sample.offset)?;
+        if let Some(extra) = &sample.extra {
+            if let Some(src) = &extra.source_timestamp {
+                s.serialize_field("source_timestamp", src)?;
+            }
+            if !extra.labels.is_empty() {
+                s.serialize_field("labels", &extra.labels)?;
+            }
+            if !extra.attributes.is_empty() {
+                s.serialize_field("attributes", &extra.attributes)?;
+            }
+        }
+        s.end()
+    }
+}

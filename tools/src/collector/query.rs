@@ -1,0 +1,204 @@
+//! Telemetry queries: the samples of one GPU in a time range, optionally for some metrics
+//! only, in [`SampleKey`] order, one page at a time.
+//!
+//! A query is answered from the cache when the GPU's ring holds the whole range (see
+//! [`super::cache`]), else from the GPU's JSONL file. A file query asks the time index for
+//! the blocks that can hold the range and reads only those, in order of their least time,
+//! and stops as soon as the page is full and no later block can hold an earlier sample.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use log::warn;
+
+use super::line::{Line, Sample, SampleKey};
+use super::store::{gpu_path, open_for_read};
+use super::Shared;
+
+/// The most samples one page may hold.
+pub const LIMIT_MAX: usize = 100_000;
+/// Samples per page when the query does not say.
+pub const LIMIT_DEFAULT: usize = 1000;
+
+/// A validated query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    /// Earliest time, inclusive, ms.
+    pub start_ms: i64,
+    /// Latest time, inclusive, ms.
+    pub end_ms: i64,
+    /// Metrics to return; empty: all.
+    pub metrics: Vec<String>,
+    /// Most samples to return, 1 to [`LIMIT_MAX`].
+    pub limit: usize,
+    /// Return only samples after this position (the previous page's last sample).
+    pub after: Option<SampleKey>,
+}
+
+/// Where an answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The memory cache.
+    Cache,
+    /// The JSONL file.
+    File,
+}
+
+impl Source {
+    /// `"cache"` or `"file"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Cache => "cache",
+            Source::File => "file",
+        }
+    }
+}
+
+/// One page of samples.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// Samples in [`SampleKey`] order.
+    pub samples: Vec<Sample>,
+    /// The position to continue after, if there are more samples.
+    pub next: Option<SampleKey>,
+    /// Where it came from.
+    pub source: Source,
+}
+
+impl Query {
+    fn effective_start_ms(&self) -> i64 {
+        self.after.as_ref().map_or(self.start_ms, |k| self.start_ms.max(k.ts_ms))
+    }
+
+    fn accepts(&self, metrics: &HashSet<&str>, sample: &Sample) -> bool {
+        (metrics.is_empty() || metrics.contains(&*sample.metric))
+            && self.after.as_ref().is_none_or(|k| sample.is_after(k))
+    }
+}
+
+/// Answers `query` from the cache, or `None` if the cache does not hold the whole range.
+pub fn from_cache(shared: &Shared, uuid: &str, query: &Query) -> Option<Page> {
+    let metrics: HashSet<&str> = query.metrics.iter().map(String::as_str).collect();
+    let start = query.effective_start_ms();
+    let found = {
+        let mut cache = shared.cache.lock().expect("cache lock");
+        cache.select(uuid, start, query.end_ms, |s| query.accepts(&metrics, s))
+    };
+    let Some(mut samples) = found else {
+        shared.stats.cache_misses.fetch_add(1, Relaxed);
+        return None;
+    };
+    shared.stats.cache_hits.fetch_add(1, Relaxed);
+    samples.sort_unstable_by(Sample::cmp_key);
+    Some(paginate(samples, query.limit, Source::Cache))
+}
+
+/// Answers `query` from the GPU's file; `Ok(None)` if the GPU is unknown.
+///
+/// # Errors
+/// The file cannot be opened or read.
+pub fn from_file(shared: &Shared, uuid: &str, query: &Query) -> io::Result<Option<Page>> {
+    let start = query.effective_start_ms();
+    let blocks = {
+        let catalog = shared.catalog.read().expect("catalog lock");
+        match catalog.gpus.get(uuid) {
+            Some(gpu) => gpu.blocks_for(start, query.end_ms),
+            None => return Ok(None),
+        }
+    };
+    let metrics: HashSet<&str> = query.metrics.iter().map(String::as_str).collect();
+    let mut names: HashMap<String, Arc<str>> = HashMap::new();
+    let mut found: Vec<Sample> = Vec::new();
+    let mut bad_lines = 0u64;
+    if !blocks.is_empty() {
+        let file = open_for_read(&gpu_path(&shared.gpus_dir, uuid))?;
+        let mut bytes = Vec::new();
+        for (i, (block, end)) in blocks.iter().enumerate() {
+            bytes.resize((end - block.pos) as usize, 0);
+            file.read_exact_at(&mut bytes, block.pos)?;
+            for text in bytes.split(|&b| b == b'\n').filter(|t| !t.is_empty()) {
+                let Some(line) = Line::parse(text) else {
+                    bad_lines += 1;
+                    continue;
+                };
+                if line.ts_ms < start || line.ts_ms > query.end_ms {
+                    continue;
+                }
+                if !metrics.is_empty() && !metrics.contains(&*line.metric) {
+                    continue;
+                }
+                let metric = match names.get(&*line.metric) {
+                    Some(m) => Arc::clone(m),
+                    None => {
+                        let m: Arc<str> = Arc::from(&*line.metric);
+                        names.insert(line.metric.to_string(), Arc::clone(&m));
+                        m
+                    }
+                };
+                let sample = line.into_sample(metric);
+                if query.after.as_ref().is_none_or(|k| sample.is_after(k)) {
+                    found.push(sample);
+                }
+            }
+            if found.len() > query.limit {
+                found.sort_unstable_by(Sample::cmp_key);
+                found.truncate(query.limit + 1);
+                let last_ts = found[query.limit].ts_ms;
+                if blocks.get(i + 1).is_none_or(|(next, _)| next.ts_min_ms > last_ts) {
+                    break;
+                }
+            }
+        }
+    }
+    if bad_lines > 0 {
+        warn!("{uuid}.jsonl: {bad_lines} unreadable lines skipped in a query");
+    }
+    found.sort_unstable_by(Sample::cmp_key);
+    Ok(Some(paginate(found, query.limit, Source::File)))
+}
+
+fn paginate(mut samples: Vec<Sample>, limit: usize, source: Source) -> Page {
+    let next = if samples.len() > limit {
+        samples.truncate(limit);
+        samples.last().map(Sample::key)
+    } else {
+        None
+    };
+    Page { samples, next, source }
+}
+
+/// A cursor: the hex of `ts_ms,partition,offset,metric`, opaque to clients.
+pub fn encode_cursor(key: &SampleKey) -> String {
+    hex::encode(format!("{},{},{},{}", key.ts_ms, key.partition, key.offset, key.metric))
+}
+
+/// Reads a cursor made by [`encode_cursor`]; `None` if it is not one.
+pub fn decode_cursor(text: &str) -> Option<SampleKey> {
+    let bytes = hex::decode(text).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let mut parts = text.splitn(4, ',');
+    let key = SampleKey {
+        ts_ms: parts.next()?.parse().ok()?,
+        partition: parts.next()?.parse().ok()?,
+        offset: parts.next()?.parse().ok()?,
+        metric: parts.next()?.to_string(),
+    };
+    Some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_junk_is_refused() {
+        let key = SampleKey { ts_ms: -5, partition: 3, offset: 99, metric: "A,B".into() };
+        assert_eq!(decode_cursor(&encode_cursor(&key)), Some(key));
+        for junk in ["", "zz", "616263", &hex::encode("1,2,x,M")] {
+            assert_eq!(decode_cursor(junk), None, "{junk}");
+        }
+    }
+}

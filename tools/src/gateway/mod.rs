@@ -1,0 +1,497 @@
+//! `telemetry-gateway`: the collector API over several collectors.
+//!
+//! - `/api/v1/gpus` asks every collector and merges the lists (a GPU several collectors
+//!   hold, say after partitions moved between them, appears once, with the union of what
+//!   they know).
+//! - `/api/v1/gpus/{gpu_id}/telemetry` goes to the collectors that hold the GPU, known from
+//!   their GPU lists (asked again on a miss). With one holder the answer passes through;
+//!   with several, their pages are merged in sample order (duplicates dropped), which is
+//!   the same order every collector pages in, so the gateway's cursors work across them.
+//! - `/health` reports each collector's status (200 only if all are healthy), `/stats`
+//!   each collector's counters, `/metrics` all their series with a `collector` label.
+//!
+//! Parameters are validated here too, so bad input gets the same 400 as from a collector.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use log::{info, warn};
+
+use crate::api::params::{check_gpu_id, parse_telemetry_query};
+use crate::api::{
+    json_bytes, protect, ApiError, DownstreamHealth, DownstreamStats, GatewayStatsBody, GpuInfo,
+    GpuList, HealthBody, StatsBody, TelemetryPage,
+};
+use crate::collector::http::{openapi, shutdown_signal, VERSION};
+use crate::collector::line::SampleKey;
+use crate::collector::query::encode_cursor;
+use crate::collector::timestamp::{format_ms_string, now_ms, parse_rfc3339_ms};
+
+/// Time a collector has to answer one request.
+pub const DOWNSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Settings of a gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// HTTP listen address.
+    pub http: SocketAddr,
+    /// Base URLs of the collectors (`http://127.0.0.1:8081`).
+    pub collectors: Vec<String>,
+    /// Bearer token this gateway requires (all but `/health`), if any.
+    pub http_token: Option<String>,
+    /// Bearer token to send to the collectors, if they require one.
+    pub collector_token: Option<String>,
+}
+
+/// The gateway's state.
+#[derive(Debug)]
+struct Gateway {
+    client: reqwest::Client,
+    collectors: Vec<String>,
+    collector_token: Option<String>,
+    /// GPU id → indexes of the collectors holding it, from their last lists.
+    holders: RwLock<HashMap<String, Vec<usize>>>,
+}
+
+type Shared = Arc<Gateway>;
+
+/// Runs a gateway until SIGINT or SIGTERM.
+///
+/// # Errors
+/// The address cannot be bound, or the HTTP client cannot be built.
+pub fn run(config: GatewayConfig) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("http")
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.http).await?;
+        let addr = listener.local_addr()?;
+        crate::api::warn_if_exposed(addr, config.http_token.as_deref());
+        info!("gateway over {} collectors; http listening on {addr}", config.collectors.len());
+        let app = router(config).map_err(std::io::Error::other)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal(stop)).await
+    })
+}
+
+/// The gateway's router, layers included.
+///
+/// # Errors
+/// The HTTP client cannot be built.
+pub fn router(config: GatewayConfig) -> Result<Router, reqwest::Error> {
+    let client = reqwest::Client::builder().timeout(DOWNSTREAM_TIMEOUT).build()?;
+    let collectors = config.collectors.iter().map(|u| normalise_url(u)).collect();
+    let gateway = Arc::new(Gateway {
+        client,
+        collectors,
+        collector_token: config.collector_token,
+        holders: RwLock::new(HashMap::new()),
+    });
+    let api = Arc::new(openapi());
+    let router = Router::new()
+        .route("/health", get(health))
+        .route("/api/v1/gpus", get(list_gpus))
+        .route("/api/v1/gpus/{gpu_id}/telemetry", get(gpu_telemetry))
+        .route("/stats", get(stats))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(move || async move { Json((*api).clone()) }))
+        .with_state(gateway);
+    Ok(protect(router, config.http_token))
+}
+
+fn normalise_url(url: &str) -> String {
+    let url = url.trim_end_matches('/');
+    if url.starts_with("http://") || url.starts_with("https://") {
+        url.to_string()
+    } else {
+        format!("http://{url}")
+    }
+}
+
+/// A downstream answer: status and body, or why there is none.
+type Fetched = Result<(StatusCode, bytes::Bytes), String>;
+
+impl Gateway {
+    async fn fetch(&self, index: usize, path_and_query: &str) -> Fetched {
+        let url = format!("{}{path_and_query}", self.collectors[index]);
+        let mut request = self.client.get(&url);
+        if let Some(token) = &self.collector_token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
+        let status =
+            StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let body = response.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+        Ok((status, body))
+    }
+
+    /// Asks the collectors in `indexes` at once; answers in the same order.
+    async fn fan_out(self: &Arc<Self>, indexes: &[usize], path_and_query: &str) -> Vec<Fetched> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (slot, &index) in indexes.iter().enumerate() {
+            let (gateway, path) = (Arc::clone(self), path_and_query.to_string());
+            tasks.spawn(async move { (slot, gateway.fetch(index, &path).await) });
+        }
+        let mut answers: Vec<Fetched> = vec![Err("no answer".into()); indexes.len()];
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((slot, fetched)) = joined {
+                answers[slot] = fetched;
+            }
+        }
+        answers
+    }
+
+    fn all(&self) -> Vec<usize> {
+        (0..self.collectors.len()).collect()
+    }
+
+    /// Asks every collector for its GPUs; merges them and refreshes `holders`.
+    async fn gpu_lists(self: &Arc<Self>) -> Result<Vec<GpuInfo>, ApiError> {
+        let answers = self.fan_out(&self.all(), "/api/v1/gpus").await;
+        let mut merged: BTreeMap<String, GpuInfo> = BTreeMap::new();
+        let mut holders: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut answered = 0;
+        for (index, answer) in answers.into_iter().enumerate() {
+            let list = match answer {
+                Ok((StatusCode::OK, body)) => {
+                    serde_json::from_slice::<GpuList>(&body).map_err(|e| e.to_string())
+                }
+                Ok((status, _)) => Err(format!("HTTP {status}")),
+                Err(e) => Err(e),
+            };
+            let list = match list {
+                Ok(l) => l,
+                Err(e) => {
+                    warn!("collector {} gave no GPU list: {e}", self.collectors[index]);
+                    continue;
+                }
+            };
+            answered += 1;
+            for gpu in list.gpus {
+                holders.entry(gpu.uuid.clone()).or_default().push(index);
+                match merged.get_mut(&gpu.uuid) {
+                    Some(known) => merge_gpu(known, gpu),
+                    None => {
+                        merged.insert(gpu.uuid.clone(), gpu);
+                    }
+                }
+            }
+        }
+        if answered == 0 && !self.collectors.is_empty() {
+            return Err(ApiError::unavailable("no collector answered"));
+        }
+        *self.holders.write().expect("holders lock") = holders;
+        Ok(merged.into_values().collect())
+    }
+}
+
+/// Folds what another collector knows of a GPU into `known`.
+fn merge_gpu(known: &mut GpuInfo, other: GpuInfo) {
+    let ms = |t: &Option<String>| t.as_deref().and_then(|t| parse_rfc3339_ms(t).ok());
+    let other_is_newer = ms(&other.last_seen) > ms(&known.last_seen);
+    if ms(&other.first_seen).is_some_and(|o| ms(&known.first_seen).is_none_or(|k| o < k)) {
+        known.first_seen = other.first_seen.clone();
+    }
+    if other_is_newer {
+        known.last_seen = other.last_seen;
+        known.hostname = other.hostname.or(known.hostname.take());
+        known.gpu_index = other.gpu_index.or(known.gpu_index);
+        known.device = other.device.or(known.device.take());
+        known.model = other.model.or(known.model.take());
+    }
+    known.sample_count += other.sample_count;
+}
+
+async fn health(State(gateway): State<Shared>) -> Response {
+    let answers = gateway.fan_out(&gateway.all(), "/health").await;
+    let mut downstream = Vec::new();
+    for (url, answer) in gateway.collectors.iter().zip(answers) {
+        let entry = match answer {
+            Ok((status, body)) => {
+                let parsed = serde_json::from_slice::<HealthBody>(&body).ok();
+                DownstreamHealth {
+                    url: url.clone(),
+                    status: parsed.map_or_else(|| "unavailable".to_string(), |h| h.status),
+                    http_status: Some(status.as_u16()),
+                    error: None,
+                }
+            }
+            Err(e) => DownstreamHealth {
+                url: url.clone(),
+                status: "unreachable".into(),
+                http_status: None,
+                error: Some(e),
+            },
+        };
+        downstream.push(entry);
+    }
+    let ok = downstream.iter().filter(|d| d.status == "ok").count();
+    let status = match ok {
+        n if n == downstream.len() && n > 0 => "ok",
+        0 => "unavailable",
+        _ => "degraded",
+    };
+    let body = HealthBody {
+        status: status.into(),
+        version: VERSION.into(),
+        timestamp: format_ms_string(now_ms()),
+        broker: None,
+        collectors: Some(downstream),
+    };
+    let code = if status == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body)).into_response()
+}
+
+async fn list_gpus(State(gateway): State<Shared>) -> Result<Json<GpuList>, ApiError> {
+    let gpus = gateway.gpu_lists().await?;
+    Ok(Json(GpuList { count: gpus.len(), gpus }))
+}
+
+async fn gpu_telemetry(
+    State(gateway): State<Shared>,
+    gpu_id: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let Path(gpu_id) = gpu_id.map_err(|e| ApiError::bad("gpu_id", e.body_text()))?;
+    check_gpu_id(&gpu_id)?;
+    let query = parse_telemetry_query(raw.as_deref())?;
+    let mut holders = gateway.holders.read().expect("holders lock").get(&gpu_id).cloned();
+    if holders.is_none() {
+        gateway.gpu_lists().await?;
+        holders = gateway.holders.read().expect("holders lock").get(&gpu_id).cloned();
+    }
+    let Some(holders) = holders else {
+        return Err(ApiError::not_found(format!("no telemetry for GPU {gpu_id}")));
+    };
+    let path = match &raw {
+        Some(q) => format!("/api/v1/gpus/{gpu_id}/telemetry?{q}"),
+        None => format!("/api/v1/gpus/{gpu_id}/telemetry"),
+    };
+    let answers = gateway.fan_out(&holders, &path).await;
+    if let [Ok((status, body))] = answers.as_slice() {
+        return Ok(json_bytes(*status, body.to_vec()));
+    }
+    let mut pages = Vec::new();
+    for answer in answers {
+        match answer {
+            Ok((StatusCode::OK, body)) => match serde_json::from_slice::<TelemetryPage>(&body) {
+                Ok(page) => pages.push(page),
+                Err(e) => warn!("unreadable page for {gpu_id}: {e}"),
+            },
+            Ok((StatusCode::NOT_FOUND, _)) => {}
+            Ok((status, body)) => return Ok(json_bytes(status, body.to_vec())),
+            Err(e) => {
+                return Err(ApiError::unavailable(format!(
+                    "a collector holding {gpu_id} is unreachable: {e}"
+                )))
+            }
+        }
+    }
+    if pages.is_empty() {
+        return Err(ApiError::not_found(format!("no telemetry for GPU {gpu_id}")));
+    }
+    let merged = merge_pages(&gpu_id, pages, query.limit);
+    let bytes = serde_json::to_vec(&merged).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(json_bytes(StatusCode::OK, bytes))
+}
+
+/// Merges pages of the same query from several collectors: samples in key order,
+/// duplicates (the same record stored by two collectors) once, at most `limit`.
+pub fn merge_pages(gpu_id: &str, pages: Vec<TelemetryPage>, limit: usize) -> TelemetryPage {
+    let more_behind = pages.iter().any(|p| p.next_cursor.is_some());
+    let mut keyed: Vec<(SampleKey, crate::api::TelemetrySample)> = pages
+        .into_iter()
+        .flat_map(|p| p.samples)
+        .filter_map(|s| {
+            let ts_ms = parse_rfc3339_ms(&s.timestamp).ok()?;
+            let key = SampleKey {
+                ts_ms,
+                partition: s.partition,
+                offset: s.offset,
+                metric: s.metric.clone(),
+            };
+            Some((key, s))
+        })
+        .collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    keyed.dedup_by(|a, b| a.0 == b.0);
+    let more = more_behind || keyed.len() > limit;
+    keyed.truncate(limit);
+    let next_cursor = if more { keyed.last().map(|(k, _)| encode_cursor(k)) } else { None };
+    let samples: Vec<_> = keyed.into_iter().map(|(_, s)| s).collect();
+    TelemetryPage {
+        gpu_id: gpu_id.to_string(),
+        count: samples.len(),
+        source: "merged".into(),
+        next_cursor,
+        samples,
+    }
+}
+
+async fn stats(State(gateway): State<Shared>) -> Json<GatewayStatsBody> {
+    let answers = gateway.fan_out(&gateway.all(), "/stats").await;
+    let collectors = gateway
+        .collectors
+        .iter()
+        .zip(answers)
+        .map(|(url, answer)| {
+            let parsed = match answer {
+                Ok((StatusCode::OK, body)) => {
+                    serde_json::from_slice::<StatsBody>(&body).map_err(|e| e.to_string())
+                }
+                Ok((status, _)) => Err(format!("HTTP {status}")),
+                Err(e) => Err(e),
+            };
+            match parsed {
+                Ok(stats) => DownstreamStats { url: url.clone(), stats: Some(stats), error: None },
+                Err(e) => DownstreamStats { url: url.clone(), stats: None, error: Some(e) },
+            }
+        })
+        .collect();
+    Json(GatewayStatsBody { collectors })
+}
+
+async fn metrics(State(gateway): State<Shared>) -> Response {
+    let answers = gateway.fan_out(&gateway.all(), "/metrics").await;
+    let mut texts = Vec::new();
+    for (url, answer) in gateway.collectors.iter().zip(answers) {
+        match answer {
+            Ok((StatusCode::OK, body)) => {
+                texts.push((url.clone(), String::from_utf8_lossy(&body).into_owned()))
+            }
+            Ok((status, _)) => warn!("collector {url} /metrics: HTTP {status}"),
+            Err(e) => warn!("collector {url} /metrics: {e}"),
+        }
+    }
+    let text = merge_metrics(&texts);
+    ([(header::CONTENT_TYPE, crate::collector::metrics::CONTENT_TYPE)], text).into_response()
+}
+
+/// Merges Prometheus text pages: one `# HELP` and `# TYPE` per family, every series with a
+/// `collector` label naming where it came from.
+pub fn merge_metrics(pages: &[(String, String)]) -> String {
+    #[derive(Default)]
+    struct Family {
+        help: Option<String>,
+        kind: Option<String>,
+        series: Vec<String>,
+    }
+    let mut families: BTreeMap<String, Family> = BTreeMap::new();
+    for (url, text) in pages {
+        let mut label = String::from("collector=\"");
+        for c in url.chars() {
+            match c {
+                '\\' => label.push_str("\\\\"),
+                '"' => label.push_str("\\\""),
+                c => label.push(c),
+            }
+        }
+        label.push('"');
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap_or_default();
+                families
+                    .entry(name.to_string())
+                    .or_default()
+                    .help
+                    .get_or_insert_with(|| line.to_string());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let name = rest.split(' ').next().unwrap_or_default();
+                families
+                    .entry(name.to_string())
+                    .or_default()
+                    .kind
+                    .get_or_insert_with(|| line.to_string());
+            } else if !line.is_empty() && !line.starts_with('#') {
+                let end = line.find(['{', ' ']).unwrap_or(line.len());
+                let name = &line[..end];
+                let rest = &line[end..];
+                let series = match rest.strip_prefix('{') {
+                    Some(labels) if labels.starts_with('}') => format!("{name}{{{label}{labels}"),
+                    Some(labels) => format!("{name}{{{label},{labels}"),
+                    None => format!("{name}{{{label}}}{rest}"),
+                };
+                families.entry(name.to_string()).or_default().series.push(series);
+            }
+        }
+    }
+    let mut out = String::new();
+    for family in families.values() {
+        for line in family.help.iter().chain(&family.kind).chain(&family.series) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::TelemetrySample;
+
+    fn sample(ts: &str, offset: u64) -> TelemetrySample {
+        TelemetrySample {
+            timestamp: ts.into(),
+            metric: "M".into(),
+            value: 1.0,
+            partition: 0,
+            offset,
+            source_timestamp: None,
+            labels: BTreeMap::new(),
+            attributes: BTreeMap::new(),
+        }
+    }
+
+    fn page(samples: Vec<TelemetrySample>, more: bool) -> TelemetryPage {
+        TelemetryPage {
+            gpu_id: "g".into(),
+            count: samples.len(),
+            source: "file".into(),
+            next_cursor: more.then(|| "x".into()),
+            samples,
+        }
+    }
+
+    #[test]
+    fn pages_merge_in_order_without_duplicates() {
+        let a = page(
+            vec![sample("2026-01-01T00:00:01.000Z", 1), sample("2026-01-01T00:00:03.000Z", 3)],
+            false,
+        );
+        let b = page(
+            vec![sample("2026-01-01T00:00:02.000Z", 2), sample("2026-01-01T00:00:03.000Z", 3)],
+            false,
+        );
+        let merged = merge_pages("g", vec![a.clone(), b.clone()], 10);
+        let offsets: Vec<u64> = merged.samples.iter().map(|s| s.offset).collect();
+        assert_eq!(offsets, [1, 2, 3]);
+        assert!(merged.next_cursor.is_none());
+        let first_two = merge_pages("g", vec![a, b], 2);
+        assert_eq!(first_two.count, 2);
+        assert!(first_two.next_cursor.is_some());
+    }
+
+    #[test]
+    fn metric_pages_merge_by_family_with_a_collector_label() {
+        let one = "# HELP A a\n# TYPE A gauge\nA{gpu=\"0\"} 1\n# HELP c c\n# TYPE c counter\nc 5\n";
+        let two = "# HELP A a\n# TYPE A gauge\nA{gpu=\"1\"} 2\n# HELP c c\n# TYPE c counter\nc 7\n";
+        let text = merge_metrics(&[("u1".into(), one.into()), ("u2".into(), two.into())]);
+        assert_eq!(
+            text,
+            "# HELP A a\n# TYPE A gauge\nA{collector=\"u1\",gpu=\"0\"} 1\nA{collector=\"u2\",gpu=\"1\"} 2\n\
+             # HELP c c\n# TYPE c counter\nc{collector=\"u1\"} 5\nc{collector=\"u2\"} 7\n"
+        );
+    }
+}
