@@ -118,6 +118,8 @@ struct Draft {
     samples: Vec<Sample>,
     identity: GpuIdentity,
     disk_ts_max_ms: Option<i64>,
+    /// Whether the GPU is new (counts against `gpus_max`).
+    is_new: bool,
 }
 
 /// The storage writer. One per collector; it alone writes the files and the checkpoint.
@@ -349,7 +351,11 @@ impl Store {
             }
             let slot = match by_gpu.get(record.uuid.as_str()) {
                 Some(&i) => i,
-                None => match self.start_draft(&catalog, drafts.len(), &record.uuid)? {
+                None => match self.start_draft(
+                    &catalog,
+                    drafts.iter().filter(|d| d.is_new).count(),
+                    &record.uuid,
+                )? {
                     Ok(draft) => {
                         by_gpu.insert(&record.uuid, drafts.len());
                         drafts.push(draft);
@@ -404,6 +410,7 @@ impl Store {
             samples: Vec::new(),
             identity: state.map(|s| s.identity.clone()).unwrap_or_default(),
             disk_ts_max_ms: state.and_then(|s| s.last_ms),
+            is_new: state.is_none(),
         }))
     }
 
@@ -502,4 +509,131 @@ fn open_for_append(path: &Path) -> io::Result<File> {
 /// I/O errors (`ELOOP` for a link).
 pub fn open_for_read(path: &Path) -> io::Result<File> {
     OpenOptions::new().read(true).custom_flags(nofollow()).open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn parsed(uuid: &str, partition: u32, offset: u64, ts_ms: i64) -> Parsed {
+        Parsed {
+            partition,
+            offset,
+            uuid: uuid.into(),
+            identity: GpuIdentity { hostname: Some("h".into()), ..GpuIdentity::default() },
+            ts_ms,
+            metrics: vec![("A".into(), 1.0), ("B".into(), 2.0)],
+            extra: None,
+        }
+    }
+
+    fn open(dir: &Path, gpus_max: usize) -> (Store, Arc<Shared>) {
+        let shared = Arc::new(Shared::new(dir, 100, 1000));
+        let config = StoreConfig { data_dir: dir.to_path_buf(), open_files_max: 2, gpus_max };
+        (Store::open(config, Arc::clone(&shared)).unwrap(), shared)
+    }
+
+    fn samples_of(shared: &Shared, uuid: &str) -> u64 {
+        shared.catalog.read().unwrap().gpus.get(uuid).map_or(0, |g| g.samples)
+    }
+
+    /// Goal: a redelivery after a restart stores nothing twice, and a torn or
+    /// unacknowledged tail is cut. Method: store, close, append a torn line and a whole
+    /// line of a record the checkpoint does not hold, reopen, store the batch again.
+    #[test]
+    fn reopening_cuts_the_tail_and_redeliveries_are_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch: Vec<Parsed> =
+            (0..10).map(|o| parsed(if o % 2 == 0 { "g0" } else { "g1" }, 0, o, o as i64)).collect();
+        let (mut store, shared) = open(dir.path(), 10);
+        assert!(store.write_batch(&batch).unwrap().iter().all(|v| *v == Verdict::Stored));
+        let len_before = shared.catalog.read().unwrap().gpus["g0"].file_len;
+        drop(store);
+
+        let path = dir.path().join("gpus/g0.jsonl");
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        let mut extra = Vec::new();
+        encode_line(&mut extra, 99, "A", 1.0, 0, 500, &encode_tail(None, None));
+        file.write_all(&extra).unwrap();
+        file.write_all(b"{\"ts\":\"2026-11-29T09:1").unwrap();
+        drop(file);
+
+        let (mut store, shared) = open(dir.path(), 10);
+        assert_eq!(fs::metadata(&path).unwrap().len(), len_before, "tail cut");
+        assert_eq!((samples_of(&shared, "g0"), samples_of(&shared, "g1")), (10, 10));
+        assert_eq!(
+            shared.catalog.read().unwrap().gpus["g0"].identity.hostname.as_deref(),
+            Some("h")
+        );
+        let again = store.write_batch(&batch).unwrap();
+        assert!(again.iter().all(|v| *v == Verdict::Duplicate), "{again:?}");
+        assert_eq!(fs::metadata(&path).unwrap().len(), len_before);
+        let next = [parsed("g0", 0, 500, 99)];
+        assert_eq!(
+            store.write_batch(&next).unwrap(),
+            [Verdict::Stored],
+            "the cut record comes again"
+        );
+        assert_eq!(samples_of(&shared, "g0"), 12);
+    }
+
+    /// Goal: without a checkpoint every whole line is kept and the checkpoint is rebuilt
+    /// from the lines; an unreadable line in the middle is skipped, not fatal.
+    #[test]
+    fn a_lost_checkpoint_is_rebuilt_from_the_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = open(dir.path(), 10);
+        store.write_batch(&[parsed("g", 1, 7, 5)]).unwrap();
+        drop(store);
+        let path = dir.path().join("gpus/g.jsonl");
+        let mut text = fs::read(&path).unwrap();
+        text.splice(0..0, b"garbage line\n".iter().copied());
+        fs::write(&path, &text).unwrap();
+        fs::remove_file(dir.path().join("checkpoint.json")).unwrap();
+        let (mut store, shared) = open(dir.path(), 10);
+        assert_eq!(samples_of(&shared, "g"), 2);
+        assert_eq!(store.write_batch(&[parsed("g", 1, 7, 5)]).unwrap(), [Verdict::Duplicate]);
+    }
+
+    /// Goal: a planted link is never followed, and GPUs beyond the cap are refused.
+    #[test]
+    fn links_and_gpus_beyond_the_cap_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("gpus")).unwrap();
+        let target = dir.path().join("target");
+        fs::write(&target, "keep").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("gpus/evil.jsonl")).unwrap();
+        let (mut store, _) = open(dir.path(), 2);
+        let verdicts = store
+            .write_batch(&[
+                parsed("evil", 0, 0, 1),
+                parsed("a", 0, 1, 1),
+                parsed("b", 0, 2, 1),
+                parsed("c", 0, 3, 1),
+            ])
+            .unwrap();
+        let reasons: Vec<Option<BadReason>> = verdicts
+            .iter()
+            .map(|v| match v {
+                Verdict::Refused(bad) => Some(bad.reason),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reasons, [Some(BadReason::BadGpuId), None, None, Some(BadReason::GpuLimit)]);
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
+        assert!(fs::symlink_metadata(dir.path().join("gpus/evil.jsonl"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+
+    #[test]
+    fn a_second_store_on_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, shared) = open(dir.path(), 10);
+        let config =
+            StoreConfig { data_dir: dir.path().to_path_buf(), open_files_max: 2, gpus_max: 10 };
+        assert!(Store::open(config, shared).is_err());
+    }
 }

@@ -104,6 +104,12 @@ impl Server {
         serde_json::from_str(&body).expect("JSON body")
     }
 
+    /// `GET path` as JSON, whatever the status.
+    #[track_caller]
+    pub fn json_any(&self, path: &str) -> serde_json::Value {
+        serde_json::from_str(&self.get(path).1).expect("JSON body")
+    }
+
     /// Waits until `check` holds for `/stats`.
     #[track_caller]
     pub fn wait_stats(
