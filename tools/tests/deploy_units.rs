@@ -6,8 +6,12 @@
 use std::path::Path;
 use std::process::Command;
 
-const UNITS: [&str; 4] =
-    ["mqd.service", "telemetry-collector.service", "telemetry-gateway.service", "telemetry-streamer@.service"];
+const UNITS: [&str; 4] = [
+    "mqd.service",
+    "telemetry-collector.service",
+    "telemetry-gateway.service",
+    "telemetry-streamer@.service",
+];
 
 fn unit_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd")
