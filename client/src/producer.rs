@@ -5,8 +5,8 @@
 //! the batch's frame (no intermediate copy). A batch is sealed and written to the socket
 //! when it reaches [`ProducerConfig::batch_records`] or [`ProducerConfig::batch_bytes`], or
 //! when [`ProducerConfig::linger`] has passed since its first record, checked on the next
-//! call to `send`, [`Producer::poll`] or [`Producer::flush`] (there is no background
-//! thread). Up to [`ProducerConfig::max_in_flight_batches`] sealed batches wait for their
+//! call to `send` (every 16th once a batch holds 16 records), [`Producer::poll`] or
+//! [`Producer::flush`] (there is no background thread). Up to [`ProducerConfig::max_in_flight_batches`] sealed batches wait for their
 //! `PUBLISHED` reply at once; the next one blocks until a reply frees a slot.
 //!
 //! Every `send` returns a sequence number, and every sequence number later comes back
@@ -102,6 +102,11 @@ struct InFlight {
 
 /// Bytes one record adds to a `PUBLISH` body besides its key and value.
 const RECORD_FRAMING_BYTES: usize = 2 + 4;
+
+/// Records between two linger checks of a batch that already holds this many: under load
+/// a batch fills long before its linger, and the clock need not be read for every record.
+/// At low rates (fewer records per linger) every send looks at the clock.
+const LINGER_CHECK_EVERY: usize = 16;
 
 /// How often one call may reconnect and resend before it reports failure, so that a broker
 /// that accepts connections but drops them at once cannot keep a call busy for ever.
@@ -218,10 +223,15 @@ impl Producer {
         put_record(&mut batch.frame, key, value);
         batch.seqs.push(seq);
         let body_bytes = batch.frame.len() - FRAME_HEADER_BYTES;
-        let full = batch.seqs.len() >= self.config.batch_records
+        let records = batch.seqs.len();
+        // Reading the clock costs as much as appending a record, so a batch that fills fast
+        // (many records per linger) looks at it only every few records.
+        let look_at_clock =
+            records < LINGER_CHECK_EVERY || records.is_multiple_of(LINGER_CHECK_EVERY);
+        let full = records >= self.config.batch_records
             || body_bytes >= self.config.batch_bytes
             || self.config.linger.is_zero()
-            || batch.opened.elapsed() >= self.config.linger;
+            || (look_at_clock && batch.opened.elapsed() >= self.config.linger);
         if full {
             self.seal(index)?;
         }

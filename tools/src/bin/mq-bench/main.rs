@@ -201,7 +201,12 @@ fn run(args: &Args) -> Result<Report, ClientError> {
             .map(|(group, consumer)| {
                 let shared = &shared;
                 let publishers = args.publishers as usize;
-                scope.spawn(move || subscriber::run(consumer, group, publishers, shared))
+                thread::Builder::new()
+                    .name(format!("sub-{group}"))
+                    .spawn_scoped(scope, move || {
+                        subscriber::run(consumer, group, publishers, shared)
+                    })
+                    .expect("thread starts")
             })
             .collect();
         let publishers: Vec<_> = producers
@@ -219,7 +224,10 @@ fn run(args: &Args) -> Result<Report, ClientError> {
                     lag_max: if groups > 0 { args.max_lag } else { 0 },
                 };
                 let shared = &shared;
-                scope.spawn(move || publisher::run(producer, &plan, shared))
+                thread::Builder::new()
+                    .name(format!("pub-{index}"))
+                    .spawn_scoped(scope, move || publisher::run(producer, &plan, shared))
+                    .expect("thread starts")
             })
             .collect();
         watch(args, &shared, &publishers, &subscribers);
