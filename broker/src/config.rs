@@ -78,7 +78,7 @@ pub struct Args {
     /// (SLOW_CONSUMER) [default: 10000].
     #[arg(long, value_name = "MS")]
     pub slow_consumer_ms: Option<u64>,
-    /// Retention by size per partition; 0 = unlimited [default: 0 on disk, 8388608 in memory].
+    /// Retention by size per partition; 0 = unlimited [default: 0 on disk, 4194304 in memory].
     #[arg(long, value_name = "BYTES")]
     pub retention_bytes: Option<u64>,
     /// Retention by age; 0 = unlimited [default: 0].
@@ -245,9 +245,10 @@ impl Args {
     }
 }
 
-/// Byte retention per partition in memory mode unless set: 8 MiB, so a 16-partition topic
-/// holds at most about 128 MiB.
-pub const MEMORY_RETENTION_BYTES_DEFAULT: u64 = 8 * 1024 * 1024;
+/// Byte retention per partition in memory mode unless set: 4 MiB (about 16,000 records of
+/// 200 bytes), so a 16-partition topic holds at most about 64 MiB of records and the broker
+/// stays under 200 MiB resident while records stream through (measured: `BENCHMARKS.md`).
+pub const MEMORY_RETENTION_BYTES_DEFAULT: u64 = 4 * 1024 * 1024;
 
 /// Where records live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

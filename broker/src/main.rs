@@ -1,6 +1,12 @@
 //! `mqd`: parse flags, load the config file, bind, run until SIGINT/SIGTERM, exit 0.
 
 use clap::Parser;
+
+/// mimalloc keeps freed pages for reuse. With the system allocator, read buffers that payloads
+/// keep alive (zero-copy) are fresh memory on every read, and half the broker's time went to
+/// page faults zeroing it (`perf`, see `BENCHMARKS.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use mq_broker::config::Args;
 use mq_broker::event_loop::Broker;
 

@@ -21,12 +21,20 @@ pub struct MemoryLog {
     /// Offset of `records[0]`, or the next offset when empty.
     base_offset: u64,
     bytes: u64,
+    /// Byte retention enforced at every append (0: none), so memory never holds more than
+    /// this however fast records arrive; age retention runs on the timer.
+    bytes_max: u64,
 }
 
 impl MemoryLog {
     /// An empty log whose first record gets offset 0.
     pub fn new() -> MemoryLog {
         MemoryLog::default()
+    }
+
+    /// An empty log that keeps at most about `bytes_max` bytes (0: unbounded).
+    pub fn with_bytes_max(bytes_max: u64) -> MemoryLog {
+        MemoryLog { bytes_max, ..MemoryLog::default() }
     }
 
     fn record_bytes(record: &StoredRecord) -> u64 {
@@ -51,6 +59,9 @@ impl PartitionLog for MemoryLog {
         let record = StoredRecord { offset, timestamp_ms, key, value };
         self.bytes += Self::record_bytes(&record);
         self.records.push_back(record);
+        while self.bytes_max > 0 && self.bytes > self.bytes_max && self.records.len() > 1 {
+            self.drop_oldest();
+        }
         Ok(offset)
     }
 
@@ -154,6 +165,14 @@ mod tests {
         let mut out = Vec::new();
         log.read(0, 10, usize::MAX, &mut out).unwrap();
         assert_eq!(out[0].offset, 7);
+    }
+
+    #[test]
+    fn a_byte_bound_holds_at_every_append() {
+        let mut log = MemoryLog::with_bytes_max(3 * (100 + RECORD_OVERHEAD_BYTES));
+        append(&mut log, 10);
+        assert_eq!(log.bytes_stored(), 3 * (100 + RECORD_OVERHEAD_BYTES));
+        assert_eq!(log.oldest_offset(), 7);
     }
 
     #[test]

@@ -187,7 +187,7 @@ impl Storage for MemoryStorage {
         meta: TopicMeta,
     ) -> Result<Vec<Box<dyn PartitionLog>>, StorageError> {
         Ok((0..meta.partitions)
-            .map(|_| Box::new(memory::MemoryLog::new()) as Box<dyn PartitionLog>)
+            .map(|_| Box::new(memory::MemoryLog::with_bytes_max(meta.retention_bytes)) as Box<dyn PartitionLog>)
             .collect())
     }
 
