@@ -89,3 +89,23 @@ fn the_whole_real_export_converts_without_a_skip() {
         assert!(r["source_timestamp"].as_str().unwrap().ends_with('Z'));
     }
 }
+
+#[test]
+fn flags_come_from_a_config_file_and_the_command_line_wins() {
+    let dir = temp_dir();
+    let wide = golden("wide.csv");
+    let config = format!(
+        "file = {:?}\ndry_run = true\ncount = 3\nprogress = 0\nshard = \"0/1\"\nonce = true\n",
+        wide.to_str().unwrap()
+    );
+    let path = write_file(dir.path(), "streamer.toml", config.as_bytes());
+    let out = run_streamer(&["--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(parse_lines(&out.stdout).len(), 3);
+    let out = run_streamer(&["--config", path.to_str().unwrap(), "--count", "1"]);
+    assert_eq!(parse_lines(&out.stdout).len(), 1, "the command line wins");
+    let bad = write_file(dir.path(), "bad.toml", b"rate = [1, 2]\n");
+    let out = run_streamer(&["--config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a flag value"));
+}

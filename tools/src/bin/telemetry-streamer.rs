@@ -5,6 +5,7 @@
 //! every row failed); 1 when records were left unacknowledged, every row failed, the file
 //! had no data rows, or reading broke off; 2 for a usage error or an unreadable input.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -22,9 +23,14 @@ use mq_tools::{split_addrs, ADDR_DEFAULT};
 #[command(
     name = "telemetry-streamer",
     version,
+    args_override_self = true,
     after_help = "Exit codes: 0 ok, 1 records unacknowledged or every row failed, 2 usage or input error."
 )]
 struct Cli {
+    /// TOML file of flags (`shard = "0/2"`, `loop = true`, `rate = 500`); flags on the
+    /// command line win.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Broker address; several, comma-separated, are tried in order.
     #[arg(long, env = "MQ_ADDR", default_value = ADDR_DEFAULT, value_name = "HOST:PORT")]
     addr: String,
@@ -48,8 +54,9 @@ struct Cli {
     /// Print the records, one JSON object per line on stdout; publish nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Publishing threads, each with its own connection; a GPU's rows stay on one.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// Publishing threads, each with its own connection; a GPU's rows stay on one. Two
+    /// connections let the broker take twice the bytes per group commit.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
     workers: u16,
     /// Records per second per worker; 0 for as fast as the broker acknowledges.
     #[arg(long, default_value_t = 0.0, value_name = "R")]
@@ -85,7 +92,7 @@ struct Cli {
     #[arg(long, default_value_t = 5, value_name = "MS")]
     linger_ms: u64,
     /// Batches awaiting their reply at once, per worker.
-    #[arg(long, default_value_t = 16, value_name = "N")]
+    #[arg(long, default_value_t = 32, value_name = "N")]
     in_flight: usize,
     /// Rows longer than this are skipped (reason row_too_large).
     #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
@@ -100,7 +107,13 @@ struct Cli {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
+    let cli = match args_with_config() {
+        Ok(args) => Cli::parse_from(args),
+        Err(e) => {
+            eprintln!("telemetry-streamer: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let options = match options(&cli) {
         Ok(options) => options,
         Err(e) => {
@@ -129,6 +142,46 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The command line with the flags of `--config FILE` put first, so that the command
+/// line's own flags win: `key = value` becomes `--key value` (`_` read as `-`), `key = true`
+/// becomes `--key`, `key = false` is left out.
+fn args_with_config() -> Result<Vec<OsString>, String> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let mut path = None;
+    for (i, arg) in args.iter().enumerate() {
+        let text = arg.to_string_lossy();
+        if text == "--config" {
+            path = args.get(i + 1).map(PathBuf::from);
+        } else if let Some(p) = text.strip_prefix("--config=") {
+            path = Some(PathBuf::from(p));
+        }
+    }
+    let Some(path) = path else { return Ok(args) };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read --config {}: {e}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("--config {}: {e}", path.display()))?;
+    let mut out = vec![args[0].clone()];
+    for (key, value) in table {
+        let flag = format!("--{}", key.replace('_', "-"));
+        match value {
+            toml::Value::Boolean(true) => out.push(flag.into()),
+            toml::Value::Boolean(false) => {}
+            toml::Value::String(s) => out.extend([flag.into(), s.into()]),
+            toml::Value::Integer(i) => out.extend([flag.into(), i.to_string().into()]),
+            toml::Value::Float(f) => out.extend([flag.into(), f.to_string().into()]),
+            other => {
+                return Err(format!(
+                    "--config {}: {key} = {other} is not a flag value",
+                    path.display()
+                ))
+            }
+        }
+    }
+    out.extend(args.into_iter().skip(1));
+    Ok(out)
 }
 
 /// A first SIGINT or SIGTERM sets `stop` (graceful drain); a second one exits at once

@@ -196,6 +196,8 @@ fn fill_fields(schema: &Schema, cells: &[&str], record: &mut TelemetryRecord) {
 pub struct Prepared {
     /// The broker record key: the GPU id.
     pub key: Box<str>,
+    /// FNV-1a of the key, which picks the record's worker (computed once).
+    pub key_hash: u32,
     json: Box<[u8]>,
 }
 
@@ -212,7 +214,9 @@ impl Prepared {
         assert_eq!(record.timestamp, TIMESTAMP_PLACEHOLDER, "set when sent");
         let json = serde_json::to_vec(record).expect("a record always serializes");
         assert_eq!(&json[..TIMESTAMP_AT], br#"{"timestamp":""#, "timestamp comes first");
-        Prepared { key: record.uuid.clone().into_boxed_str(), json: json.into_boxed_slice() }
+        let key_hash = mq_client::protocol::hash::fnv1a_32(record.uuid.as_bytes());
+        let key = record.uuid.clone().into_boxed_str();
+        Prepared { key, key_hash, json: json.into_boxed_slice() }
     }
 
     /// The JSON length in bytes.

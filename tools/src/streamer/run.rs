@@ -11,7 +11,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
-use mq_client::protocol::hash::fnv1a_32;
 
 use super::convert::Clock;
 use super::rate::RateLimiter;
@@ -208,9 +207,9 @@ impl Limits {
     }
 }
 
-/// Counts an item's row and logs a skip (first pass only, first few only).
+/// Counts an item's labels warning or skip and logs it (first pass only, first few only);
+/// the caller counts the row.
 fn count_item(item: &Item, first_pass: bool, counters: &Counters) {
-    counters.rows.fetch_add(1, Relaxed);
     match item {
         Item::Record { labels_malformed: true, line, .. } => {
             let n = counters.labels_warnings.fetch_add(1, Relaxed);
@@ -247,6 +246,7 @@ fn print_records(
     while !stop.load(Relaxed) && !limits.reached(taken) {
         let Some((item, first_pass)) = rows.next_row()? else { break };
         taken += 1;
+        counters.rows.fetch_add(1, Relaxed);
         count_item(&item, first_pass, counters);
         let Item::Record { prepared, .. } = item else { continue };
         while let Some(wait) = limiter.take(Instant::now()) {
@@ -288,6 +288,9 @@ fn publish_records(
     let chunk_rows = chunk_rows(options.worker.rate_per_s);
     let mut chunks: Vec<Vec<Job>> = (0..workers).map(|_| Vec::with_capacity(chunk_rows)).collect();
     let mut taken = 0;
+    // Rows are counted here and added to the shared counter once per chunk, so that the
+    // reader does not share a written cache line with the workers on every row.
+    let mut rows_uncounted = 0;
     let result = loop {
         if stop.load(Relaxed) || limits.reached(taken) {
             break Ok(());
@@ -298,17 +301,20 @@ fn publish_records(
             Err(e) => break Err(e),
         };
         taken += 1;
+        rows_uncounted += 1;
         count_item(&item, first_pass, counters);
         let Item::Record { line, prepared, .. } = item else { continue };
-        let w = fnv1a_32(prepared.key.as_bytes()) as usize % workers;
+        let w = prepared.key_hash as usize % workers;
         chunks[w].push(Job::new(line, prepared));
         if chunks[w].len() >= chunk_rows {
+            counters.rows.fetch_add(std::mem::take(&mut rows_uncounted), Relaxed);
             let chunk = std::mem::replace(&mut chunks[w], Vec::with_capacity(chunk_rows));
             if senders[w].send(chunk).is_err() {
                 break Ok(()); // the worker died; joining it below says so
             }
         }
     };
+    counters.rows.fetch_add(rows_uncounted, Relaxed);
     for (sender, chunk) in senders.iter().zip(chunks) {
         if stop.load(Relaxed) {
             counters.unsent.fetch_add(chunk.len() as u64, Relaxed);

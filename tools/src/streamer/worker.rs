@@ -74,6 +74,19 @@ pub struct WorkerConfig {
     pub retry: BackoffConfig,
 }
 
+/// Counts kept by the worker and added to the shared [`Counters`] now and then: one shared
+/// cache line written by every record of every thread would cost more than the records.
+#[derive(Debug, Default)]
+struct Tally {
+    published: u64,
+    acked: u64,
+    resent: u64,
+}
+
+/// How many records may share one reading of the clock when nothing waited in between:
+/// at full speed they are sent within microseconds of each other.
+const STAMP_REUSES_MAX: u32 = 32;
+
 /// A record sent and waiting for its outcome.
 #[derive(Debug)]
 struct Pending {
@@ -98,6 +111,9 @@ pub struct Worker {
     backoff: Backoff,
     limiter: RateLimiter,
     clock: Clock,
+    stamp: [u8; TIMESTAMP_BYTES],
+    stamp_uses: u32,
+    tally: Tally,
     buf: Vec<u8>,
     sends: u32,
     warnings: u32,
@@ -128,6 +144,9 @@ impl Worker {
             pending: VecDeque::new(),
             retry: VecDeque::new(),
             clock: Clock::default(),
+            stamp: [0; TIMESTAMP_BYTES],
+            stamp_uses: STAMP_REUSES_MAX,
+            tally: Tally::default(),
             buf: Vec::new(),
             sends: 0,
             warnings: 0,
@@ -213,16 +232,19 @@ impl Worker {
             self.retry.push_front(job);
             return;
         }
-        let stamp = *job.stamp.get_or_insert_with(|| self.clock.now());
+        let stamp = match job.stamp {
+            Some(stamp) => stamp,
+            None => *job.stamp.insert(self.now()),
+        };
         job.record.write(&stamp, &mut self.buf);
         let producer = self.producer.as_mut().expect("connected above");
         let key = job.record.key.as_bytes();
         match producer.send(&self.config.topic, Some(key), &self.buf) {
             Ok(seq) => {
                 debug_assert!(self.pending.back().is_none_or(|p| p.seq + 1 == seq));
-                self.counters.published.fetch_add(1, Relaxed);
+                self.tally.published += 1;
                 if job.sent_before {
-                    self.counters.resent.fetch_add(1, Relaxed);
+                    self.tally.resent += 1;
                 }
                 job.sent_before = true;
                 self.pending.push_back(Pending { seq, job: Some(job) });
@@ -239,8 +261,31 @@ impl Worker {
         }
     }
 
+    /// The processing time for the next record: a fresh reading of the clock, or the last
+    /// one if few records used it and nothing waited since.
+    fn now(&mut self) -> [u8; TIMESTAMP_BYTES] {
+        if self.stamp_uses >= STAMP_REUSES_MAX {
+            self.stamp = self.clock.now();
+            self.stamp_uses = 0;
+        }
+        self.stamp_uses += 1;
+        self.stamp
+    }
+
+    /// Adds the worker's own counts to the shared ones; the next record reads the clock.
+    fn flush_tally(&mut self) {
+        let tally = std::mem::take(&mut self.tally);
+        self.counters.published.fetch_add(tally.published, Relaxed);
+        self.counters.acked.fetch_add(tally.acked, Relaxed);
+        self.counters.resent.fetch_add(tally.resent, Relaxed);
+        self.stamp_uses = STAMP_REUSES_MAX;
+    }
+
     /// Waits for a token of the rate limit (not after a stop: then the drain hurries).
     fn pace(&mut self) {
+        if self.limiter.unlimited() {
+            return;
+        }
         while let Some(wait) = self.limiter.take(Instant::now()) {
             if self.stopped() {
                 return;
@@ -253,6 +298,7 @@ impl Worker {
 
     /// Sends lingering batches and applies the outcomes that have arrived.
     fn collect(&mut self) {
+        self.flush_tally();
         let Some(producer) = self.producer.as_mut() else { return };
         match producer.poll() {
             Ok(outcomes) => self.apply(outcomes),
@@ -273,7 +319,7 @@ impl Worker {
             let Some(job) = slot.job.take() else { continue };
             match outcome.result {
                 Ok(_) => {
-                    self.counters.acked.fetch_add(1, Relaxed);
+                    self.tally.acked += 1;
                     self.backoff.reset();
                 }
                 Err(e) if is_permanent(&e) => {
@@ -342,6 +388,7 @@ impl Worker {
 
     /// Sleeps for the next backoff delay, in slices, never past the drain deadline.
     fn pause(&mut self) {
+        self.flush_tally();
         let cap = self.config.retry.cap;
         let delay = self.backoff.fail(Instant::now()).unwrap_or(cap);
         let until = Instant::now() + delay;
@@ -381,7 +428,8 @@ impl Worker {
 
     /// Counts what was left unacknowledged or unsent, and empties the inbox so the reader
     /// is never blocked on this worker.
-    fn finish(self) {
+    fn finish(mut self) {
+        self.flush_tally();
         let unacked = self.pending.iter().filter(|p| p.job.is_some()).count() + self.retry.len();
         if unacked > 0 {
             warn!("worker {}: {unacked} records unacknowledged", self.id);
