@@ -10,6 +10,7 @@
 pub mod config;
 pub mod core;
 pub mod event_loop;
+pub mod flusher;
 pub mod storage;
 
 pub use mq_protocol as protocol;

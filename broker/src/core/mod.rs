@@ -654,6 +654,29 @@ impl Core {
         result
     }
 
+    /// Whether any partition has appends not yet made durable.
+    pub fn has_dirty(&self) -> bool {
+        self.topics.values().flat_map(|t| &t.logs).any(|l| l.dirty())
+    }
+
+    /// Hands durability of everything appended so far to a flush made elsewhere (the
+    /// flusher thread's `syncfs`); returns false if there was nothing to flush.
+    pub fn take_dirty(&mut self) -> bool {
+        let mut any = false;
+        for log in self.topics.values_mut().flat_map(|t| &mut t.logs) {
+            if log.dirty() {
+                log.mark_synced();
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// A handle for flushing storage from another thread, if the storage has one.
+    pub fn sync_handle(&self) -> Option<std::fs::File> {
+        self.storage.sync_handle()
+    }
+
     fn sync_dirty(&mut self) -> Result<(), StorageError> {
         let dirty = self.topics.values().flat_map(|t| &t.logs).filter(|l| l.dirty()).count();
         if dirty > 1 && self.storage.sync_all()? {

@@ -165,6 +165,13 @@ pub trait Storage: std::fmt::Debug + Send {
         Ok(false)
     }
 
+    /// A file on this storage's file system that another thread may `syncfs` to make every
+    /// append so far durable, so that flushing overlaps the next turn's work. `None` for
+    /// storage with nothing to flush.
+    fn sync_handle(&self) -> Option<std::fs::File> {
+        None
+    }
+
     /// Records that every log was closed cleanly (the last step of a graceful shutdown).
     ///
     /// # Errors
@@ -187,7 +194,10 @@ impl Storage for MemoryStorage {
         meta: TopicMeta,
     ) -> Result<Vec<Box<dyn PartitionLog>>, StorageError> {
         Ok((0..meta.partitions)
-            .map(|_| Box::new(memory::MemoryLog::with_bytes_max(meta.retention_bytes)) as Box<dyn PartitionLog>)
+            .map(|_| {
+                Box::new(memory::MemoryLog::with_bytes_max(meta.retention_bytes))
+                    as Box<dyn PartitionLog>
+            })
             .collect())
     }
 
@@ -255,6 +265,10 @@ impl Storage for DiskStorage {
     fn sync_all(&mut self) -> Result<bool, StorageError> {
         self.dir.sync_filesystem()?;
         Ok(true)
+    }
+
+    fn sync_handle(&self) -> Option<std::fs::File> {
+        self.dir.sync_handle().ok()
     }
 
     fn mark_clean(&mut self) -> Result<(), StorageError> {

@@ -346,7 +346,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 #[derive(Debug)]
 pub struct DataDir {
     root: PathBuf,
-    _lock: File,
+    /// The locked `LOCK` file; also the handle `syncfs` is called on (any file of the file
+    /// system will do, and this one is always open).
+    lock: File,
     /// Whether the previous run stopped gracefully.
     pub clean: bool,
     options: DiskOptions,
@@ -397,7 +399,7 @@ impl DataDir {
                 root.display()
             );
         }
-        Ok(DataDir { root: root.to_path_buf(), _lock: lock, clean, options })
+        Ok(DataDir { root: root.to_path_buf(), lock, clean, options })
     }
 
     fn topic_dir(&self, topic: &str) -> PathBuf {
@@ -492,8 +494,15 @@ impl DataDir {
     /// # Errors
     /// I/O failures, including write-back errors since the last call.
     pub fn sync_filesystem(&self) -> Result<(), StorageError> {
-        let root = File::open(&self.root)?;
-        rustix::fs::syncfs(&root).map_err(|e| StorageError::Io(e.into()))
+        rustix::fs::syncfs(&self.lock).map_err(|e| StorageError::Io(e.into()))
+    }
+
+    /// A handle on the data directory's file system for `syncfs` from another thread.
+    ///
+    /// # Errors
+    /// I/O failures duplicating the descriptor.
+    pub fn sync_handle(&self) -> io::Result<File> {
+        self.lock.try_clone()
     }
 
     /// Writes the clean-shutdown marker (after every partition was closed).
