@@ -109,3 +109,53 @@ fn flags_come_from_a_config_file_and_the_command_line_wins() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a flag value"));
 }
+
+#[test]
+fn looping_replays_the_same_records_from_memory() {
+    let wide = golden("wide.csv");
+    let out =
+        run_streamer(&["--file", wide.to_str().unwrap(), "--dry-run", "--loop", "--count", "20"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let records = parse_lines(&out.stdout);
+    // 5 rows per pass, one skipped: 4 passes, 16 records, each pass the same.
+    assert_eq!(records.len(), 16, "{stderr}");
+    assert_eq!(records[0..4], records[12..16]);
+    assert_eq!(summary_count(&stderr, "missing_gpu_id"), 4, "counted on every pass");
+    assert_eq!(stderr.matches("skipped (missing_gpu_id)").count(), 1, "logged once: {stderr}");
+}
+
+#[test]
+fn synthetic_mode_generates_dcgm_shaped_records_for_every_gpu() {
+    let out = run_streamer(&[
+        "--synthetic",
+        "--hosts",
+        "2",
+        "--gpus-per-host",
+        "3",
+        "--count",
+        "66",
+        "--dry-run",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let records = parse_lines(&out.stdout);
+    assert_eq!(records.len(), 66);
+    let gpus: std::collections::BTreeSet<&str> =
+        records.iter().map(|r| r["uuid"].as_str().unwrap()).collect();
+    assert_eq!(gpus.len(), 6, "one tick covers every GPU");
+    assert!(records.iter().all(|r| r["metrics"].as_object().unwrap().len() == 1));
+    assert_eq!(records[0]["hostname"], "gpu-node-001");
+    assert_eq!(records[0]["model"], "NVIDIA H100 80GB HBM3");
+    let again = run_streamer(&[
+        "--synthetic",
+        "--hosts",
+        "2",
+        "--gpus-per-host",
+        "3",
+        "--count",
+        "1",
+        "--dry-run",
+    ]);
+    assert_eq!(parse_lines(&again.stdout)[0]["uuid"], records[0]["uuid"], "stable UUIDs");
+}
