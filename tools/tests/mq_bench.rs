@@ -51,6 +51,7 @@ fn rate_mode_with_a_shared_group() {
     let v: serde_json::Value = serde_json::from_str(r.stdout.lines().last().unwrap()).unwrap();
     assert_eq!((v["records"].as_u64(), v["missing"].as_u64()), (Some(200), Some(0)));
     assert!(v["publish_seconds"].as_f64().unwrap() >= 0.04, "paced at 4,000 records/s");
+    assert!(v["sender_late_us"]["p99"].is_u64(), "paced runs report the sender's lateness");
 }
 
 /// Goal: exit 1 for an unreachable broker, 2 for bad arguments.

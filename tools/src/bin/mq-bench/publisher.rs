@@ -4,12 +4,14 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use mq_client::{ClientError, Outcome, Producer};
 
 use crate::shared::{Shared, HEADER_BYTES};
+use crate::subscriber::new_histogram;
 
 /// What one publisher did.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug)]
 pub struct Published {
     /// Records with a placement.
     pub placed: u64,
@@ -17,6 +19,10 @@ pub struct Published {
     pub failed: u64,
     /// When its last outcome arrived.
     pub finished: Option<Instant>,
+    /// In paced mode, how late each record left after its due time, in microseconds: the
+    /// sender's own share of the end-to-end latency (sleep overshoot, scheduling, a full
+    /// pipeline).
+    pub late_us: Histogram<u64>,
 }
 
 /// How a publisher paces itself and when it stops.
@@ -48,7 +54,7 @@ pub struct Plan {
 pub fn run(mut producer: Producer, plan: &Plan, shared: &Shared) -> Result<Published, ClientError> {
     let mut payload = vec![0x5a_u8; plan.size];
     let keys: Vec<String> = (0..plan.keys).map(|k| format!("key-{k}")).collect();
-    let mut done = Published::default();
+    let mut done = Published { placed: 0, failed: 0, finished: None, late_us: new_histogram() };
     let started = shared.start_line();
     let interval = plan.rate.map(|r| Duration::from_secs_f64(1.0 / r));
     let mut seq: u64 = 0;
@@ -109,6 +115,8 @@ fn pace(
     loop {
         let now = Instant::now();
         if now >= due {
+            let late = now.duration_since(due).as_micros() as u64;
+            done.late_us.saturating_record(late.max(1));
             return Ok(due);
         }
         let wake = match producer.linger_deadline() {

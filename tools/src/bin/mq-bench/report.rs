@@ -26,6 +26,8 @@ pub struct Report {
     pub e2e_seconds: Option<f64>,
     /// End-to-end latency of first deliveries, in microseconds.
     pub latency_us: Histogram<u64>,
+    /// In paced mode, how late records left their publisher, in microseconds.
+    pub late_us: Histogram<u64>,
     /// Records received more than once within a group.
     pub duplicates: u64,
     /// Records placed but never received, summed over groups.
@@ -52,6 +54,10 @@ impl Report {
         let failed = published.iter().map(|p| p.failed).sum();
         let publish_end = published.iter().filter_map(|p| p.finished).max().unwrap_or(start);
         let mut latency_us = new_histogram();
+        let mut late_us = new_histogram();
+        for p in published {
+            late_us.add(&p.late_us).expect("same histogram bounds");
+        }
         let (mut duplicates, mut foreign, mut missing) = (0, 0, 0);
         let mut e2e_end = None;
         for group in 0..groups {
@@ -80,6 +86,7 @@ impl Report {
             e2e_seconds: (groups > 0)
                 .then(|| e2e_end.unwrap_or(start).duration_since(start).as_secs_f64()),
             latency_us,
+            late_us,
             duplicates,
             missing,
             foreign,
@@ -146,6 +153,16 @@ impl Report {
                 h.mean()
             );
         }
+        if !self.late_us.is_empty() {
+            let h = &self.late_us;
+            out += &format!(
+                "sender late µs: p50 {}  p99 {}  p99.9 {}  max {}  (part of the latency above)\n",
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.value_at_quantile(0.999),
+                h.max()
+            );
+        }
         out += &format!(
             "duplicates {}, missing {}, failed {}, foreign {}\n",
             self.duplicates, self.missing, self.failed, self.foreign
@@ -168,6 +185,15 @@ impl Report {
                 "mean": h.mean(),
             })
         });
+        let late = &self.late_us;
+        let sender_late = (!late.is_empty()).then(|| {
+            json!({
+                "p50": late.value_at_quantile(0.5),
+                "p99": late.value_at_quantile(0.99),
+                "p999": late.value_at_quantile(0.999),
+                "max": late.max(),
+            })
+        });
         json!({
             "records": self.records,
             "size": args.size,
@@ -185,6 +211,7 @@ impl Report {
             "e2e_records_per_s": e2e,
             "e2e_mb_per_s": mb(e2e),
             "latency_us": latency,
+            "sender_late_us": sender_late,
             "duplicates": self.duplicates,
             "missing": self.missing,
             "failed": self.failed,
