@@ -59,7 +59,9 @@ pub fn validate_key(key: &[u8]) -> Result<(), ProtoError> {
 /// [`ProtoError::BadArg`] with the rule broken.
 pub fn validate_token(token: &str) -> Result<(), ProtoError> {
     let bytes = token.as_bytes();
-    if bytes.is_empty() || bytes.len() > TOKEN_BYTES_MAX || !bytes.iter().fold(true, |ok, &b| ok & is_token_byte(b))
+    if bytes.is_empty()
+        || bytes.len() > TOKEN_BYTES_MAX
+        || !bytes.iter().fold(true, |ok, &b| ok & is_token_byte(b))
     {
         return Err(ProtoError::BadArg(format!(
             "token must be 1 to {TOKEN_BYTES_MAX} bytes of printable ASCII"

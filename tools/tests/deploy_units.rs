@@ -56,7 +56,7 @@ fn systemd_analyze_verify_passes_on_every_unit() {
         let text = std::fs::read_to_string(unit_dir().join(unit)).unwrap();
         let text = text.replace("/usr/local/bin/", &format!("{}/", bin.display()));
         let name = unit.replace("@.", "@check.");
-        std::fs::write(tmp.path().join(&unit), &text).unwrap();
+        std::fs::write(tmp.path().join(unit), &text).unwrap();
         std::fs::write(tmp.path().join(&name), &text).unwrap();
         if !unit.contains("@.") {
             args.push(tmp.path().join(unit));
