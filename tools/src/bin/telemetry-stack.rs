@@ -68,10 +68,27 @@ fn main() {
     }
 }
 
-/// A sibling binary of this build (`target/<profile>/NAME`).
+/// A sibling binary of this build (`target/<profile>/NAME`). `cargo run --bin
+/// telemetry-stack` builds only this binary, so when a sibling is missing and we run under
+/// cargo, the other binaries of the package are built first (same profile).
 fn sibling(name: &str) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let path = exe.with_file_name(name);
+    if !path.exists() {
+        if let Ok(cargo) = std::env::var("CARGO") {
+            eprintln!("building {name} and the other tools (once)…");
+            let release = exe.parent().and_then(Path::file_name).is_some_and(|d| d == "release");
+            let mut build = Command::new(cargo);
+            build.args(["build", "-p", "mq-tools", "--bins"]);
+            if release {
+                build.arg("--release");
+            }
+            let status = build.status().map_err(|e| format!("cannot run cargo build: {e}"))?;
+            if !status.success() {
+                return Err(format!("cargo build of the tools failed ({status})"));
+            }
+        }
+    }
     if path.exists() {
         Ok(path)
     } else {
