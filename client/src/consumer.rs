@@ -53,7 +53,7 @@ impl Default for ConsumerConfig {
 }
 
 impl ConsumerConfig {
-    fn ack_batch(&self) -> usize {
+    fn ack_batch_records(&self) -> usize {
         match self.ack_batch {
             0 => (self.credit as usize / 4).max(1),
             n => n,
@@ -245,7 +245,8 @@ impl Consumer {
             return Ok(());
         }
         self.acks.add(message.partition, message.offset);
-        if self.acks.records >= self.config.ack_batch() || self.acks.ranges.len() >= ACK_RANGES_MAX
+        if self.acks.records >= self.config.ack_batch_records()
+            || self.acks.ranges.len() >= ACK_RANGES_MAX
         {
             self.guarded(|c| c.send_acks())?;
         }
@@ -522,8 +523,8 @@ mod tests {
 
     #[test]
     fn default_ack_batch_is_a_quarter_of_the_credit() {
-        assert_eq!(ConsumerConfig::default().ack_batch(), 256);
+        assert_eq!(ConsumerConfig::default().ack_batch_records(), 256);
         let tiny = ConsumerConfig { credit: 1, ..ConsumerConfig::default() };
-        assert_eq!(tiny.ack_batch(), 1);
+        assert_eq!(tiny.ack_batch_records(), 1);
     }
 }

@@ -62,9 +62,9 @@
 mod admin;
 pub mod backoff;
 mod conn;
-mod consumer;
+pub mod consumer;
 mod error;
-mod producer;
+pub mod producer;
 
 use std::time::Duration;
 
