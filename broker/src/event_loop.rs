@@ -68,6 +68,10 @@ struct Conn {
     read_closed: bool,
     /// Close once `write_buf` is flushed (or `CLOSE_GRACE` has passed).
     closing_since: Option<Instant>,
+    /// Closing for an error (fatal protocol error, slow consumer, write failure): nothing
+    /// more is sent after the error. A connection closing because its peer finished sending
+    /// still gets the replies to what it sent.
+    failed: bool,
     /// Set while the output buffer is over the limit.
     paused_since: Option<Instant>,
     /// In the ready queue (more input may be waiting).
@@ -327,6 +331,7 @@ impl Broker {
                 write_buf: BytesMut::new(),
                 read_closed: false,
                 closing_since: None,
+                failed: false,
                 paused_since: None,
                 queued: false,
             });
@@ -515,7 +520,7 @@ impl Broker {
                     };
                     let Some(&key) = self.by_id.get(&conn) else { continue };
                     let c = &mut self.conns[key];
-                    if c.closing_since.is_none() {
+                    if !c.failed {
                         c.codec.encode(request_id, &response, &mut c.write_buf);
                     }
                 }
@@ -525,6 +530,7 @@ impl Broker {
                     warn!("conn {} ({}) closed: {code} {message}", c.id, c.peer);
                     c.codec.encode(0, &Response::Error { code, message }, &mut c.write_buf);
                     c.read_closed = true;
+                    c.failed = true;
                     c.closing_since.get_or_insert(Instant::now());
                     self.core.count_rejected();
                 }
@@ -564,6 +570,7 @@ impl Broker {
                     };
                     conn.codec.encode(0, &error, &mut conn.write_buf);
                     conn.read_closed = true;
+                    conn.failed = true;
                     conn.closing_since = Some(now - CLOSE_GRACE);
                     self.core.count_rejected();
                 }
@@ -571,7 +578,9 @@ impl Broker {
             }
             let conn = &self.conns[key];
             if let Some(since) = conn.closing_since {
-                if conn.write_buf.is_empty() || now.duration_since(since) >= CLOSE_GRACE {
+                // A peer that finished sending may still have replies held for a flush.
+                let drained = conn.write_buf.is_empty() && (conn.failed || self.held.is_empty());
+                if drained || now.duration_since(since) >= CLOSE_GRACE {
                     self.close(key);
                 }
             }
@@ -595,6 +604,7 @@ impl Broker {
                     debug!("conn {} write failed: {e}", conn.id);
                     conn.write_buf.clear();
                     conn.read_closed = true;
+                    conn.failed = true;
                     conn.closing_since.get_or_insert(Instant::now());
                     break;
                 }

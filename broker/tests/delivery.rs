@@ -208,3 +208,24 @@ fn admin_requests_describe_topics_groups_health_and_stats() {
     assert_eq!(g.members[0].paused.as_deref(), Some("credit"), "credit 1 is used up");
     assert_eq!(g.partitions.iter().map(|p| p.lag).sum::<u64>(), 3);
 }
+
+#[test]
+fn requests_sent_just_before_the_peer_half_closes_still_get_their_replies() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let disk = mq_broker::event_loop::Running::start(mq_broker::config::Config::disk(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.path(),
+    ))
+    .unwrap();
+    let memory = start_broker(|_| {});
+    for i in 0..40 {
+        let broker = if i % 2 == 0 { &memory } else { &disk };
+        let mut s = std::net::TcpStream::connect(broker.addr).unwrap();
+        s.write_all(b"PING\r\nPUB t 5\r\nhello\r\n").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("+PONG\r\n+OK "), "{out:?}");
+    }
+}
