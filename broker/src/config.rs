@@ -385,3 +385,21 @@ mod tests {
         assert_eq!(config.core.group_ack_timeouts["fast"], Duration::from_millis(250));
     }
 }
+
+#[cfg(test)]
+mod example_config {
+    use super::*;
+
+    /// The example shipped in `deploy/config/mqd.toml` loads, and means what it says.
+    #[test]
+    fn the_deployment_example_config_loads() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/mqd.toml");
+        let args = Args { config: Some(path), ..Args::default() };
+        let config = args.load().unwrap();
+        assert_eq!(config.storage, StorageKind::Disk);
+        assert_eq!(config.fsync, FsyncMode::Always);
+        assert_eq!(config.data_dir, std::path::PathBuf::from("/var/lib/mq/broker"));
+        assert!(config.listen.ip().is_loopback());
+    }
+}
