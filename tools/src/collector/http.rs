@@ -12,15 +12,12 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use serde::ser::{SerializeStruct, Serializer};
-use serde::Serialize;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::line::Sample;
-use super::query::{self, encode_cursor, Page};
-use super::timestamp::{format_ms, format_ms_string, now_ms};
+use super::query;
+use super::timestamp::{format_ms_string, now_ms};
 use super::Shared;
 use crate::api::params::{check_gpu_id, parse_telemetry_query};
 use crate::api::{
@@ -212,9 +209,7 @@ async fn gpu_telemetry(
             }
         }
     };
-    let bytes = serde_json::to_vec(&PageOut { gpu_id: &gpu_id, page: &page })
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(json_bytes(StatusCode::OK, bytes))
+    Ok(json_bytes(StatusCode::OK, super::page::write_page(&gpu_id, &page)))
 }
 
 /// Counters of the collector.
@@ -264,53 +259,4 @@ pub fn stats_body(shared: &Shared, group: &str) -> StatsBody {
 async fn metrics(State(state): State<AppState>) -> Response {
     let text = super::metrics::render(&state.shared);
     ([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], text).into_response()
-}
-
-/// A page serialised straight from the samples (no intermediate owned copies): the same
-/// JSON as [`TelemetryPage`].
-struct PageOut<'a> {
-    gpu_id: &'a str,
-    page: &'a Page,
-}
-
-impl Serialize for PageOut<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("TelemetryPage", 5)?;
-        s.serialize_field("gpu_id", self.gpu_id)?;
-        s.serialize_field("count", &self.page.samples.len())?;
-        s.serialize_field("source", self.page.source.name())?;
-        if let Some(next) = &self.page.next {
-            s.serialize_field("next_cursor", &encode_cursor(next))?;
-        }
-        let samples: Vec<SampleOut<'_>> = self.page.samples.iter().map(SampleOut).collect();
-        s.serialize_field("samples", &samples)?;
-        s.end()
-    }
-}
-
-struct SampleOut<'a>(&'a Sample);
-
-impl Serialize for SampleOut<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let sample = self.0;
-        let ts = format_ms(sample.ts_ms);
-        let mut s = serializer.serialize_struct("TelemetrySample", 8)?;
-        s.serialize_field("timestamp", std::str::from_utf8(&ts).expect("ascii"))?;
-        s.serialize_field("metric", &*sample.metric)?;
-        s.serialize_field("value", &sample.value)?;
-        s.serialize_field("partition", &sample.partition)?;
-        s.serialize_field("offset", &sample.offset)?;
-        if let Some(extra) = &sample.extra {
-            if let Some(src) = &extra.source_timestamp {
-                s.serialize_field("source_timestamp", src)?;
-            }
-            if !extra.labels.is_empty() {
-                s.serialize_field("labels", &extra.labels)?;
-            }
-            if !extra.attributes.is_empty() {
-                s.serialize_field("attributes", &extra.attributes)?;
-            }
-        }
-        s.end()
-    }
 }

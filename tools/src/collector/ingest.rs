@@ -36,6 +36,8 @@ use super::Shared;
 pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
 /// How long one poll waits, so a stop request is seen within about this time.
 const POLL_WAIT: Duration = Duration::from_millis(100);
+/// Longest wait for the final commit and leave at shutdown.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// Delay before a batch that failed to store comes again.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// Most warnings about bad records per second (the counters count them all).
@@ -104,10 +106,7 @@ pub fn run(config: IngestConfig, store: Store, shared: Arc<Shared>, stop: Arc<At
         shared.stats.consuming.store(false, Relaxed);
         match result {
             Ok(()) => {
-                match consumer.close() {
-                    Ok(()) => info!("consumer closed: acks committed, left group {}", config.group),
-                    Err(e) => warn!("closing the consumer: {e}"),
-                }
+                close_within(consumer, &config.group, CLOSE_WAIT);
                 break;
             }
             Err(e) => warn!("consumer failed: {e}; subscribing again"),
@@ -117,6 +116,22 @@ pub fn run(config: IngestConfig, store: Store, shared: Arc<Shared>, stop: Arc<At
     if writer.join().is_err() {
         warn!("the writer thread panicked");
     }
+}
+
+/// Commits and leaves the group, giving up after `wait` (a broker that is gone would
+/// otherwise hold the exit for the client's whole reconnect policy). Giving up loses
+/// nothing: what was stored and not acknowledged comes again and is skipped as a duplicate.
+fn close_within(consumer: Consumer, group: &str, wait: Duration) {
+    let (done_tx, done) = mpsc::channel();
+    let closing = thread::Builder::new().name("close".into()).spawn(move || {
+        let _ = done_tx.send(consumer.close());
+    });
+    match done.recv_timeout(wait) {
+        Ok(Ok(())) => info!("consumer closed: acks committed, left group {group}"),
+        Ok(Err(e)) => warn!("closing the consumer: {e}"),
+        Err(_) => warn!("the broker did not answer the close within {} s; exiting", wait.as_secs()),
+    }
+    drop(closing);
 }
 
 /// Subscribes, retrying with backoff while the broker is unreachable, until `stop`.

@@ -23,6 +23,7 @@ pub mod http;
 pub mod ingest;
 pub mod line;
 pub mod metrics;
+pub mod page;
 pub mod query;
 pub mod record;
 pub mod stats;

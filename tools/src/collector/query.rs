@@ -6,15 +6,14 @@
 //! the blocks that can hold the range and reads only those, in order of their least time,
 //! and stops as soon as the page is full and no later block can hold an earlier sample.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
 
 use log::warn;
 
-use super::line::{Line, Sample, SampleKey};
+use super::line::{LineReader, ReadLine, Sample, SampleKey};
 use super::store::{gpu_path, open_for_read};
 use super::Shared;
 
@@ -110,9 +109,12 @@ pub fn from_file(shared: &Shared, uuid: &str, query: &Query) -> io::Result<Optio
         }
     };
     let metrics: HashSet<&str> = query.metrics.iter().map(String::as_str).collect();
-    let mut names: HashMap<String, Arc<str>> = HashMap::new();
+    let mut reader = LineReader::default();
     let mut found: Vec<Sample> = Vec::new();
     let mut bad_lines = 0u64;
+    let keep = |ts_ms: i64, metric: &str| {
+        ts_ms >= start && ts_ms <= query.end_ms && (metrics.is_empty() || metrics.contains(metric))
+    };
     if !blocks.is_empty() {
         let file = open_for_read(&gpu_path(&shared.gpus_dir, uuid))?;
         let mut bytes = Vec::new();
@@ -120,27 +122,14 @@ pub fn from_file(shared: &Shared, uuid: &str, query: &Query) -> io::Result<Optio
             bytes.resize((end - block.pos) as usize, 0);
             file.read_exact_at(&mut bytes, block.pos)?;
             for text in bytes.split(|&b| b == b'\n').filter(|t| !t.is_empty()) {
-                let Some(line) = Line::parse(text) else {
-                    bad_lines += 1;
-                    continue;
-                };
-                if line.ts_ms < start || line.ts_ms > query.end_ms {
-                    continue;
-                }
-                if !metrics.is_empty() && !metrics.contains(&*line.metric) {
-                    continue;
-                }
-                let metric = match names.get(&*line.metric) {
-                    Some(m) => Arc::clone(m),
-                    None => {
-                        let m: Arc<str> = Arc::from(&*line.metric);
-                        names.insert(line.metric.to_string(), Arc::clone(&m));
-                        m
+                match reader.read(text, keep) {
+                    ReadLine::Sample(sample) => {
+                        if query.after.as_ref().is_none_or(|k| sample.is_after(k)) {
+                            found.push(sample);
+                        }
                     }
-                };
-                let sample = line.into_sample(metric);
-                if query.after.as_ref().is_none_or(|k| sample.is_after(k)) {
-                    found.push(sample);
+                    ReadLine::Skipped => {}
+                    ReadLine::Bad => bad_lines += 1,
                 }
             }
             if found.len() > query.limit {
