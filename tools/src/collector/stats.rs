@@ -34,8 +34,6 @@ pub struct Stats {
     pub broker_up: AtomicBool,
     /// Whether the consumer is subscribed and running.
     pub consuming: AtomicBool,
-    /// Consumer reconnects.
-    pub reconnects: AtomicU64,
     /// Time of the last successful poll, ms since the epoch.
     pub last_poll_ms: AtomicI64,
 }
