@@ -266,3 +266,34 @@ fn a_configured_token_is_required() {
     assert_eq!(collector.get("/stats").0, 401);
     collector.wait_health(200);
 }
+
+/// Goal: slow clients and bursts do not starve the API. Method: 300 connections that send
+/// half a request and stall, then 200 requests from 50 threads at once; every request must
+/// be answered 200 while the stalled connections stay open.
+#[test]
+fn stalled_connections_and_bursts_leave_the_api_responsive() {
+    use std::io::Write;
+    let broker = start_broker();
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Server::collector(broker.addr, dir.path(), &[]);
+    let stalled: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(collector.http).unwrap();
+            s.write_all(b"GET /api/v1/gpus HTTP/1.1\r\nHost: x").unwrap();
+            s
+        })
+        .collect();
+    let addr = collector.http;
+    let workers: Vec<_> = (0..50)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..4).map(|_| get(addr, "/api/v1/gpus").0).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for worker in workers {
+        assert!(worker.join().unwrap().iter().all(|s| *s == 200));
+    }
+    assert_eq!(collector.get("/stats").0, 200);
+    drop(stalled);
+}

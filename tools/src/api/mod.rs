@@ -26,6 +26,12 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONCURRENT_REQUESTS_MAX: usize = 512;
 /// Largest request body (the API has no bodies).
 pub const REQUEST_BODY_BYTES_MAX: usize = 4096;
+/// Most client connections open at once; further ones wait in the listen backlog.
+pub const CONNECTIONS_MAX: usize = 1024;
+/// Longest time a client may take to send a request's headers (slow clients are cut off).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for open connections to finish at shutdown.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,6 +126,57 @@ pub fn protect(router: Router, token: Option<String>) -> Router {
             REQUEST_TIMEOUT,
         ))
         .layer(tower::limit::ConcurrencyLimitLayer::new(CONCURRENT_REQUESTS_MAX))
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and waits
+/// (at most [`SHUTDOWN_WAIT`]) for open connections to finish. HTTP/1.1 through hyper, with
+/// at most [`CONNECTIONS_MAX`] connections and a [`HEADER_READ_TIMEOUT`] per request.
+///
+/// # Errors
+/// None so far: accept errors (out of file descriptors, say) are logged and retried.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = std::sync::Arc::clone(&slots).acquire_owned() => slot.expect("never closed"),
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_WAIT) => log::warn!("connections still open at shutdown; closing"),
+    }
+    Ok(())
 }
 
 /// Requires `Authorization: Bearer <token>` on every path but `/health`; compares in

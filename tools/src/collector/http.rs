@@ -104,7 +104,7 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     crate::api::warn_if_exposed(addr, state.token.as_deref());
     log::info!("http listening on {addr}");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal(stop)).await
+    crate::api::serve(listener, router(state), shutdown_signal(stop)).await
 }
 
 /// Resolves on SIGINT or SIGTERM (setting `stop`), or once `stop` is set.

@@ -81,7 +81,7 @@ pub fn run(config: GatewayConfig) -> std::io::Result<()> {
         info!("gateway over {} collectors; http listening on {addr}", config.collectors.len());
         let app = router(config).map_err(std::io::Error::other)?;
         let stop = Arc::new(AtomicBool::new(false));
-        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal(stop)).await
+        crate::api::serve(listener, app, shutdown_signal(stop)).await
     })
 }
 
