@@ -124,8 +124,16 @@ impl Checkpoint {
     /// # Errors
     /// I/O errors.
     pub fn publish(data_dir: &Path) -> io::Result<()> {
-        fs::rename(tmp_path(data_dir), path(data_dir))?;
+        Checkpoint::rename_into_place(data_dir)?;
         File::open(data_dir)?.sync_all()
+    }
+
+    /// The rename half of [`Checkpoint::publish`]; the caller syncs the directory.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn rename_into_place(data_dir: &Path) -> io::Result<()> {
+        fs::rename(tmp_path(data_dir), path(data_dir))
     }
 
     /// [`Checkpoint::stage`], a sync of the file, and [`Checkpoint::publish`].
