@@ -174,7 +174,9 @@ pub async fn serve(
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(SHUTDOWN_WAIT) => log::warn!("connections still open at shutdown; closing"),
+        () = tokio::time::sleep(SHUTDOWN_WAIT) => {
+            log::warn!("connections still open at shutdown; closing them");
+        }
     }
     Ok(())
 }
@@ -206,7 +208,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub fn warn_if_exposed(addr: std::net::SocketAddr, token: Option<&str>) {
     if !addr.ip().is_loopback() && token.is_none() {
         log::warn!(
-            "HTTP API on {addr} without --http-token: anyone who can reach it can read all telemetry"
+            "HTTP API on {addr} without --http-token: \
+             anyone who can reach it can read all telemetry"
         );
     }
 }

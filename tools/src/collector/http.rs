@@ -128,7 +128,8 @@ pub async fn shutdown_signal(stop: Arc<AtomicBool>) {
 #[utoipa::path(get, path = "/health", tag = "operations",
     responses(
         (status = 200, description = "Consuming, and the broker answers", body = HealthBody),
-        (status = 503, description = "Not consuming, or the broker does not answer", body = HealthBody)
+        (status = 503, description = "Not consuming, or the broker does not answer",
+            body = HealthBody)
     ))]
 async fn health(State(state): State<AppState>) -> Response {
     let stats = &state.shared.stats;
@@ -174,7 +175,9 @@ async fn list_gpus(State(state): State<AppState>) -> Json<GpuList> {
 
 /// Samples of one GPU, ordered by time, one page at a time.
 #[utoipa::path(get, path = "/api/v1/gpus/{gpu_id}/telemetry", tag = "telemetry",
-    params(("gpu_id" = String, Path, description = "GPU id: 1 to 128 characters of A-Z a-z 0-9 . _ : -"),
+    params(
+        ("gpu_id" = String, Path,
+            description = "GPU id: 1 to 128 characters of A-Z a-z 0-9 . _ : -"),
         TelemetryParams),
     responses(
         (status = 200, description = "A page of samples", body = TelemetryPage),

@@ -4,8 +4,8 @@
 //!   hold, say after partitions moved between them, appears once, with the union of what
 //!   they know).
 //! - `/api/v1/gpus/{gpu_id}/telemetry` goes to the collectors that hold the GPU, known from
-//!   their GPU lists (asked again on a miss). With one holder the answer passes through;
-//!   with several, their pages are merged in sample order (duplicates dropped), which is
+//!   their GPU lists (asked again on a miss, or when over 5 s old). With one holder the
+//!   answer passes through; with several, their pages are merged in sample order (duplicates dropped), which is
 //!   the same order every collector pages in, so the gateway's cursors work across them.
 //! - `/health` reports each collector's status (200 only if all are healthy), `/stats`
 //!   each collector's counters, `/metrics` all their series with a `collector` label.
@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -38,6 +38,9 @@ use crate::collector::timestamp::{format_ms_string, now_ms, parse_rfc3339_ms};
 
 /// Time a collector has to answer one request.
 pub const DOWNSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
+/// Oldest knowledge of which collector holds which GPU a query relies on: a GPU's samples
+/// can reach a second collector when partitions move, so the lists are read again.
+pub const HOLDERS_MAX_AGE: Duration = Duration::from_secs(5);
 
 /// Settings of a gateway.
 #[derive(Debug, Clone)]
@@ -58,11 +61,15 @@ struct Gateway {
     client: reqwest::Client,
     collectors: Vec<String>,
     collector_token: Option<String>,
-    /// GPU id → indexes of the collectors holding it, from their last lists.
-    holders: RwLock<HashMap<String, Vec<usize>>>,
+    /// GPU id → indexes of the collectors holding it, from their last lists, and when
+    /// those lists were read.
+    holders: RwLock<(Holders, Option<Instant>)>,
 }
 
 type Shared = Arc<Gateway>;
+
+/// GPU id → indexes of the collectors that list it.
+type Holders = HashMap<String, Vec<usize>>;
 
 /// Runs a gateway until SIGINT or SIGTERM.
 ///
@@ -96,7 +103,7 @@ pub fn router(config: GatewayConfig) -> Result<Router, reqwest::Error> {
         client,
         collectors,
         collector_token: config.collector_token,
-        holders: RwLock::new(HashMap::new()),
+        holders: RwLock::new((HashMap::new(), None)),
     });
     let api = Arc::new(openapi());
     let router = Router::new()
@@ -191,7 +198,7 @@ impl Gateway {
         if answered == 0 && !self.collectors.is_empty() {
             return Err(ApiError::unavailable("no collector answered"));
         }
-        *self.holders.write().expect("holders lock") = holders;
+        *self.holders.write().expect("holders lock") = (holders, Some(Instant::now()));
         Ok(merged.into_values().collect())
     }
 }
@@ -266,10 +273,14 @@ async fn gpu_telemetry(
     let Path(gpu_id) = gpu_id.map_err(|e| ApiError::bad("gpu_id", e.body_text()))?;
     check_gpu_id(&gpu_id)?;
     let query = parse_telemetry_query(raw.as_deref())?;
-    let mut holders = gateway.holders.read().expect("holders lock").get(&gpu_id).cloned();
-    if holders.is_none() {
+    let (mut holders, stale) = {
+        let known = gateway.holders.read().expect("holders lock");
+        let stale = known.1.is_none_or(|at| at.elapsed() > HOLDERS_MAX_AGE);
+        (known.0.get(&gpu_id).cloned(), stale)
+    };
+    if holders.is_none() || stale {
         gateway.gpu_lists().await?;
-        holders = gateway.holders.read().expect("holders lock").get(&gpu_id).cloned();
+        holders = gateway.holders.read().expect("holders lock").0.get(&gpu_id).cloned();
     }
     let Some(holders) = holders else {
         return Err(ApiError::not_found(format!("no telemetry for GPU {gpu_id}")));
