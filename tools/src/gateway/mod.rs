@@ -5,8 +5,9 @@
 //!   they know).
 //! - `/api/v1/gpus/{gpu_id}/telemetry` goes to the collectors that hold the GPU, known from
 //!   their GPU lists (asked again on a miss, or when over 5 s old). With one holder the
-//!   answer passes through; with several, their pages are merged in sample order (duplicates dropped), which is
-//!   the same order every collector pages in, so the gateway's cursors work across them.
+//!   answer passes through; with several, their pages are merged in sample order
+//!   (duplicates dropped), which is the same order every collector pages in, so the
+//!   gateway's cursors work across them.
 //! - `/health` reports each collector's status (200 only if all are healthy), `/stats`
 //!   each collector's counters, `/metrics` all their series with a `collector` label.
 //!
