@@ -175,8 +175,11 @@ impl Broker {
             warn!("listening on {} without --auth-token: anyone who can reach it can publish and consume", config.listen);
         }
         let core = Core::new(config.core.clone(), storage, now).map_err(io::Error::other)?;
+        // `always` holds each turn's output for its flush; `interval` only asks for a flush
+        // every interval. Both flush on the flusher thread, so the event loop never waits on
+        // the disk (an inline flush every 100 ms was the whole p99.9 of `interval:100`).
         let flusher = match (config.fsync, core.sync_handle()) {
-            (FsyncMode::Always, Some(file)) => Some(Flusher::start(file, waker.clone())?),
+            (FsyncMode::Always | FsyncMode::Interval(_), Some(file)) => Some(Flusher::start(file, waker.clone())?),
             _ => None,
         };
         Ok(Broker {
@@ -385,7 +388,7 @@ impl Broker {
         self.core.pump(now);
         let outputs = self.core.take_outputs();
         match &self.flusher {
-            Some(flusher) => {
+            Some(flusher) if self.config.fsync == FsyncMode::Always => {
                 if self.core.take_dirty() {
                     self.epoch += 1;
                     flusher.request(self.epoch);
@@ -394,6 +397,19 @@ impl Broker {
                     self.held.push_back((self.epoch, outputs));
                 }
                 self.release_flushed();
+            }
+            Some(flusher) => {
+                if let FsyncMode::Interval(every) = self.config.fsync {
+                    if now.mono >= self.last_sync + every && self.core.take_dirty() {
+                        self.last_sync = now.mono;
+                        self.epoch += 1;
+                        flusher.request(self.epoch);
+                    }
+                }
+                if let Some((epoch, e)) = flusher.take_failure() {
+                    warn!("flush {epoch} failed: {e}; records acknowledged in that interval may be lost");
+                }
+                self.apply_outputs(outputs, true);
             }
             None => {
                 let synced = self.sync_if_due(now.mono);
