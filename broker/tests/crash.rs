@@ -202,3 +202,29 @@ fn a_graceful_restart_keeps_records_and_group_offsets() {
     assert_eq!(redelivered, unacked, "only what was not acknowledged comes back");
     assert!(again.iter().all(|d| d.attempt == 2), "delivery counts survive the restart");
 }
+
+#[test]
+fn every_fsync_mode_serves_and_survives_a_kill() {
+    for mode in ["always", "interval:50", "never"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap();
+        let args = ["--storage", "disk", "--data-dir", data, "--fsync", mode, "--partitions", "2"];
+        let mut mqd = Mqd::spawn(&args);
+        let mut c = Bin::connect(mqd.addr);
+        let reply = c.call(&publish("t", (0..500).map(|i| format!("r{i}"))));
+        assert!(matches!(reply, Response::Published(ref p) if p.len() == 500), "{mode}: {reply:?}");
+        c.call(&subscribe("t", "g", 1000));
+        assert_eq!(c.collect(500, Duration::from_secs(5)).len(), 500, "{mode}");
+        std::thread::sleep(Duration::from_millis(120));
+        mqd.child.kill().unwrap();
+        mqd.child.wait().unwrap();
+        let mqd = Mqd::spawn(&args);
+        let mut c = Bin::connect(mqd.addr);
+        let Response::Topics(json) = c.call(&Request::Topics) else { panic!() };
+        let topics: mq_protocol::admin::TopicsReply = serde_json::from_slice(&json).unwrap();
+        assert_eq!(
+            topics.topics[0].records, 500,
+            "{mode}: a killed process loses nothing acknowledged"
+        );
+    }
+}
