@@ -179,7 +179,9 @@ impl Broker {
         // every interval. Both flush on the flusher thread, so the event loop never waits on
         // the disk (an inline flush every 100 ms was the whole p99.9 of `interval:100`).
         let flusher = match (config.fsync, core.sync_handle()) {
-            (FsyncMode::Always | FsyncMode::Interval(_), Some(file)) => Some(Flusher::start(file, waker.clone())?),
+            (FsyncMode::Always | FsyncMode::Interval(_), Some(file)) => {
+                Some(Flusher::start(file, waker.clone())?)
+            }
             _ => None,
         };
         Ok(Broker {

@@ -9,6 +9,56 @@ pub mod streamer;
 pub mod table;
 pub mod telemetry;
 
+/// The command line with the settings of `--config FILE` (TOML) put first, so that flags
+/// given on the command line win: `key = value` becomes `--key value` (`_` read as `-`),
+/// `key = true` becomes `--key`, `key = false` is left out, and an array repeats the flag
+/// once per element. Every tool reads its config file this way, so a config key is always
+/// exactly a flag.
+///
+/// # Errors
+/// An unreadable or invalid file, or a value that is not a flag value (a table).
+pub fn args_with_config(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>, String> {
+    let mut path = None;
+    for (i, arg) in args.iter().enumerate() {
+        let text = arg.to_string_lossy();
+        if text == "--config" {
+            path = args.get(i + 1).map(std::path::PathBuf::from);
+        } else if let Some(p) = text.strip_prefix("--config=") {
+            path = Some(std::path::PathBuf::from(p));
+        }
+    }
+    let Some(path) = path else { return Ok(args) };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read --config {}: {e}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("--config {}: {e}", path.display()))?;
+    let mut out = vec![args[0].clone()];
+    for (key, value) in table {
+        let flag = format!("--{}", key.replace('_', "-"));
+        let values = match value {
+            toml::Value::Array(items) => items,
+            other => vec![other],
+        };
+        for value in values {
+            match value {
+                toml::Value::Boolean(true) => out.push(flag.clone().into()),
+                toml::Value::Boolean(false) => {}
+                toml::Value::String(s) => out.extend([flag.clone().into(), s.into()]),
+                toml::Value::Integer(i) => out.extend([flag.clone().into(), i.to_string().into()]),
+                toml::Value::Float(f) => out.extend([flag.clone().into(), f.to_string().into()]),
+                other => {
+                    return Err(format!(
+                        "--config {}: {key} = {other} is not a flag value",
+                        path.display()
+                    ))
+                }
+            }
+        }
+    }
+    out.extend(args.into_iter().skip(1));
+    Ok(out)
+}
+
 /// The broker address when neither `--addr` nor `MQ_ADDR` names one.
 pub const ADDR_DEFAULT: &str = "127.0.0.1:7420";
 
@@ -57,6 +107,51 @@ pub fn human_rate(per_s: Option<f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_files_become_flags_that_the_command_line_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tool.toml");
+        std::fs::write(
+            &path,
+            "addr = \"a:1\"\nloop = true\nquiet = false\nrate = 5\ncollector = [\"u1\", \"u2\"]\n",
+        )
+        .unwrap();
+        let args: Vec<std::ffi::OsString> =
+            ["tool", "--config", path.to_str().unwrap(), "--rate", "7"]
+                .iter()
+                .map(Into::into)
+                .collect();
+        let out: Vec<String> = args_with_config(args)
+            .unwrap()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let config = path.to_str().unwrap();
+        assert_eq!(
+            out,
+            [
+                "tool",
+                "--addr",
+                "a:1",
+                "--collector",
+                "u1",
+                "--collector",
+                "u2",
+                "--loop",
+                "--rate",
+                "5",
+                "--config",
+                config,
+                "--rate",
+                "7"
+            ]
+        );
+        std::fs::write(&path, "nested = { a = 1 }\n").unwrap();
+        let args: Vec<std::ffi::OsString> =
+            ["tool", "--config", config].iter().map(Into::into).collect();
+        assert!(args_with_config(args).is_err());
+    }
 
     #[test]
     fn addresses_split_on_commas() {

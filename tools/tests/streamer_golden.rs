@@ -104,7 +104,7 @@ fn flags_come_from_a_config_file_and_the_command_line_wins() {
     assert_eq!(parse_lines(&out.stdout).len(), 3);
     let out = run_streamer(&["--config", path.to_str().unwrap(), "--count", "1"]);
     assert_eq!(parse_lines(&out.stdout).len(), 1, "the command line wins");
-    let bad = write_file(dir.path(), "bad.toml", b"rate = [1, 2]\n");
+    let bad = write_file(dir.path(), "bad.toml", b"rate = { per_worker = 1 }\n");
     let out = run_streamer(&["--config", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a flag value"));

@@ -23,6 +23,9 @@ use mq_client::{Client, ClientConfig};
 #[derive(Debug, Parser)]
 #[command(name = "telemetry-stack", version)]
 struct Args {
+    /// TOML file of these flags (`hosts = 8`, `file = "..."`); flags on the command line win.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Broker address.
     #[arg(long, default_value = "127.0.0.1:7420")]
     broker: SocketAddr,
@@ -57,7 +60,13 @@ const START_WAIT: Duration = Duration::from_secs(30);
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let args = Args::parse();
+    let args = match mq_tools::args_with_config(std::env::args_os().collect()) {
+        Ok(argv) => Args::parse_from(argv),
+        Err(e) => {
+            eprintln!("telemetry-stack: {e}");
+            std::process::exit(2);
+        }
+    };
     match run(&args) {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),

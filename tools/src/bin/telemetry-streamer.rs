@@ -5,7 +5,6 @@
 //! every row failed); 1 when records were left unacknowledged, every row failed, the file
 //! had no data rows, or reading broke off; 2 for a usage error or an unreadable input.
 
-use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -107,7 +106,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = match args_with_config() {
+    let cli = match mq_tools::args_with_config(std::env::args_os().collect()) {
         Ok(args) => Cli::parse_from(args),
         Err(e) => {
             eprintln!("telemetry-streamer: {e}");
@@ -142,46 +141,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// The command line with the flags of `--config FILE` put first, so that the command
-/// line's own flags win: `key = value` becomes `--key value` (`_` read as `-`), `key = true`
-/// becomes `--key`, `key = false` is left out.
-fn args_with_config() -> Result<Vec<OsString>, String> {
-    let args: Vec<OsString> = std::env::args_os().collect();
-    let mut path = None;
-    for (i, arg) in args.iter().enumerate() {
-        let text = arg.to_string_lossy();
-        if text == "--config" {
-            path = args.get(i + 1).map(PathBuf::from);
-        } else if let Some(p) = text.strip_prefix("--config=") {
-            path = Some(PathBuf::from(p));
-        }
-    }
-    let Some(path) = path else { return Ok(args) };
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read --config {}: {e}", path.display()))?;
-    let table: toml::Table =
-        toml::from_str(&text).map_err(|e| format!("--config {}: {e}", path.display()))?;
-    let mut out = vec![args[0].clone()];
-    for (key, value) in table {
-        let flag = format!("--{}", key.replace('_', "-"));
-        match value {
-            toml::Value::Boolean(true) => out.push(flag.into()),
-            toml::Value::Boolean(false) => {}
-            toml::Value::String(s) => out.extend([flag.into(), s.into()]),
-            toml::Value::Integer(i) => out.extend([flag.into(), i.to_string().into()]),
-            toml::Value::Float(f) => out.extend([flag.into(), f.to_string().into()]),
-            other => {
-                return Err(format!(
-                    "--config {}: {key} = {other} is not a flag value",
-                    path.display()
-                ))
-            }
-        }
-    }
-    out.extend(args.into_iter().skip(1));
-    Ok(out)
 }
 
 /// A first SIGINT or SIGTERM sets `stop` (graceful drain); a second one exits at once

@@ -37,6 +37,10 @@ use subscriber::Received;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "mq-bench", version)]
 pub struct Args {
+    /// TOML file of these flags (`count = 1000000`, `rate = 10000`); flags on the command
+    /// line win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     /// Broker address; several, comma-separated, are tried in order.
     #[arg(long, env = "MQ_ADDR", default_value = ADDR_DEFAULT, value_name = "HOST:PORT")]
     pub addr: String,
@@ -107,7 +111,13 @@ pub struct Args {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let args = Args::parse();
+    let args = match mq_tools::args_with_config(std::env::args_os().collect()) {
+        Ok(argv) => Args::parse_from(argv),
+        Err(e) => {
+            use clap::CommandFactory;
+            Args::command().error(clap::error::ErrorKind::Io, e).exit()
+        }
+    };
     if let Err(message) = check(&args) {
         use clap::CommandFactory;
         Args::command().error(clap::error::ErrorKind::InvalidValue, message).exit();

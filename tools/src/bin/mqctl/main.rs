@@ -24,6 +24,9 @@ use serde_json::json;
 #[derive(Debug, Parser)]
 #[command(name = "mqctl", version, after_help = "Exit codes: 0 ok, 1 broker error, 2 usage error.")]
 struct Cli {
+    /// TOML file of these global flags (`addr`, `timeout_ms`); flags on the command line win.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// Broker address; several, comma-separated, are tried in order.
     #[arg(long, env = "MQ_ADDR", default_value = ADDR_DEFAULT, value_name = "HOST:PORT")]
     addr: String,
@@ -165,7 +168,10 @@ impl std::convert::From<io::Error> for Failure {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
+    let cli = match mq_tools::args_with_config(std::env::args_os().collect()) {
+        Ok(args) => Cli::parse_from(args),
+        Err(e) => Cli::command().error(clap::error::ErrorKind::Io, e).exit(),
+    };
     match run(cli) {
         Ok(code) => code,
         Err(Failure::Usage(message)) => {
