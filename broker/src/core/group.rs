@@ -229,11 +229,7 @@ impl Group {
                 part.inflight.range(r.first..=r.last).map(|(&o, _)| o).collect();
             for offset in offsets {
                 let flight = part.inflight.remove(&offset).expect("offset listed above");
-                if let Some(m) =
-                    flight.member.and_then(|c| self.members.iter_mut().find(|m| m.conn == c))
-                {
-                    m.in_flight -= 1;
-                }
+                free_credit(&mut self.members, flight.member);
                 acked += 1;
             }
             let waiting: Vec<u64> =
@@ -307,11 +303,7 @@ impl Group {
                 .collect();
             for offset in offsets {
                 let flight = part.inflight.remove(&offset).expect("offset listed above");
-                if let Some(m) =
-                    flight.member.and_then(|c| self.members.iter_mut().find(|m| m.conn == c))
-                {
-                    m.in_flight -= 1;
-                }
+                free_credit(&mut self.members, flight.member);
                 f(part, &mut self.counters, r.partition, offset, flight);
                 touched += 1;
             }
@@ -331,9 +323,7 @@ impl Group {
                 let flight = part.inflight.remove(&offset).expect("offset listed above");
                 match flight.member {
                     Some(c) => {
-                        if let Some(m) = self.members.iter_mut().find(|m| m.conn == c) {
-                            m.in_flight -= 1;
-                        }
+                        free_credit(&mut self.members, Some(c));
                         release(
                             part,
                             &mut self.counters,
@@ -449,6 +439,13 @@ impl Group {
 
     pub fn in_flight_total(&self) -> u64 {
         self.parts.iter().map(|p| p.inflight.len() as u64).sum()
+    }
+}
+
+/// A flight delivered to `member` ended: the member may have one more record in flight.
+fn free_credit(members: &mut [Member], member: Option<ConnId>) {
+    if let Some(m) = member.and_then(|c| members.iter_mut().find(|m| m.conn == c)) {
+        m.in_flight -= 1;
     }
 }
 

@@ -73,15 +73,7 @@ impl PartitionLog for MemoryLog {
         out: &mut Vec<StoredRecord>,
     ) -> Result<(), StorageError> {
         let start = from.max(self.base_offset) - self.base_offset;
-        let mut bytes = 0usize;
-        for record in self.records.iter().skip(start as usize).take(max_records) {
-            let size = record.payload_bytes() as usize;
-            if bytes > 0 && bytes + size > max_bytes {
-                break;
-            }
-            bytes += size;
-            out.push(record.clone());
-        }
+        super::read_within(self.records.iter().skip(start as usize), max_records, max_bytes, out);
         Ok(())
     }
 

@@ -30,6 +30,26 @@ impl StoredRecord {
     }
 }
 
+/// Copies records from `records` into `out`: at most `max_records`, and no more once
+/// `max_bytes` of payload would be passed, but always at least one. The read rule of every
+/// [`PartitionLog::read`] over records held in memory.
+pub fn read_within<'a>(
+    records: impl Iterator<Item = &'a StoredRecord>,
+    max_records: usize,
+    max_bytes: usize,
+    out: &mut Vec<StoredRecord>,
+) {
+    let mut bytes = 0usize;
+    for record in records.take(max_records) {
+        let size = record.payload_bytes() as usize;
+        if bytes > 0 && bytes + size > max_bytes {
+            break;
+        }
+        bytes += size;
+        out.push(record.clone());
+    }
+}
+
 /// Why storage failed. Named so a publisher gets `STORAGE_FULL` rather than a vague error.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

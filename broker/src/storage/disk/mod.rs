@@ -226,15 +226,8 @@ impl PartitionLog for DiskLog {
         let from = from.max(self.oldest_offset());
         if let Some(first) = self.recent.front() {
             if from >= first.offset {
-                let mut bytes = 0;
-                for r in self.recent.iter().skip((from - first.offset) as usize).take(max_records) {
-                    let size = r.payload_bytes() as usize;
-                    if bytes > 0 && bytes + size > max_bytes {
-                        break;
-                    }
-                    bytes += size;
-                    out.push(r.clone());
-                }
+                let skip = (from - first.offset) as usize;
+                super::read_within(self.recent.iter().skip(skip), max_records, max_bytes, out);
                 return Ok(());
             }
         }

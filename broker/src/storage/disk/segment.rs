@@ -125,6 +125,32 @@ fn map_read(file: &File) -> io::Result<Mmap> {
 }
 
 impl Segment {
+    /// A segment of `file` with only its header: no records, no index yet.
+    fn empty(
+        log_path: PathBuf,
+        file: File,
+        map: Map,
+        base_offset: u64,
+        capacity: usize,
+        index_interval_bytes: usize,
+    ) -> Segment {
+        Segment {
+            base_offset,
+            log_path,
+            file,
+            map,
+            len: SEGMENT_HEADER_BYTES,
+            capacity,
+            next_offset: base_offset,
+            last_timestamp_ms: 0,
+            index: Vec::new(),
+            index_interval_bytes,
+            bytes_since_index: 0,
+            synced_len: 0,
+            corruption: None,
+        }
+    }
+
     /// Creates a new active segment at `base_offset`, pre-sized to `capacity` bytes.
     ///
     /// # Errors
@@ -148,21 +174,14 @@ impl Segment {
         // never leave a segment file without its header behind.
         map.flush_range(0, SEGMENT_HEADER_BYTES)?;
         sync_dir(dir)?;
-        Ok(Segment {
-            base_offset,
+        Ok(Segment::empty(
             log_path,
             file,
-            map: Map::Active(map),
-            len: SEGMENT_HEADER_BYTES,
+            Map::Active(map),
+            base_offset,
             capacity,
-            next_offset: base_offset,
-            last_timestamp_ms: 0,
-            index: Vec::new(),
             index_interval_bytes,
-            bytes_since_index: 0,
-            synced_len: 0,
-            corruption: None,
-        })
+        ))
     }
 
     /// Opens an existing segment. `active` ones are re-extended to `capacity` and writable.
@@ -183,21 +202,8 @@ impl Segment {
         let (log_path, index_path) = paths(dir, base_offset);
         let file = OpenOptions::new().read(true).write(active).open(&log_path)?;
         let file_len = file.metadata()?.len() as usize;
-        let mut segment = Segment {
-            base_offset,
-            log_path,
-            file,
-            map: Map::Empty,
-            len: SEGMENT_HEADER_BYTES,
-            capacity: file_len,
-            next_offset: base_offset,
-            last_timestamp_ms: 0,
-            index: Vec::new(),
-            index_interval_bytes,
-            bytes_since_index: 0,
-            synced_len: 0,
-            corruption: None,
-        };
+        let mut segment =
+            Segment::empty(log_path, file, Map::Empty, base_offset, file_len, index_interval_bytes);
         if file_len > 0 {
             segment.map = Map::Sealed(map_read(&segment.file)?);
         }
