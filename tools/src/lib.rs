@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod collector;
+pub mod dashboard;
 pub mod gateway;
 pub mod streamer;
 pub mod table;

@@ -19,7 +19,16 @@ fn spec_openapi_json_matches_the_code() {
     );
     let doc: serde_json::Value = serde_json::from_str(&stored).unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for p in ["/health", "/api/v1/gpus", "/api/v1/gpus/{gpu_id}/telemetry", "/stats", "/metrics"] {
+    for p in [
+        "/health",
+        "/api/v1/gpus",
+        "/api/v1/gpus/{gpu_id}/telemetry",
+        "/api/v1/gpus/{gpu_id}/series",
+        "/api/v1/overview",
+        "/api/v1/pipeline",
+        "/stats",
+        "/metrics",
+    ] {
         assert!(doc["paths"][p]["get"].is_object(), "{p} documented");
     }
 }

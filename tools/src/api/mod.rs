@@ -181,10 +181,12 @@ pub async fn serve(
     Ok(())
 }
 
-/// Requires `Authorization: Bearer <token>` on every path but `/health`; compares in
-/// constant time and never logs the token.
+/// Requires `Authorization: Bearer <token>` on every path but `/health` and the
+/// dashboard's files (which hold no data); compares in constant time and never logs the
+/// token.
 async fn require_token(State(token): State<String>, request: Request, next: Next) -> Response {
-    if request.uri().path() == "/health" {
+    let path = request.uri().path();
+    if path == "/health" || crate::dashboard::is_dashboard_path(path) {
         return next.run(request).await;
     }
     let given = request

@@ -7,6 +7,7 @@
 use super::ApiError;
 use crate::collector::query::{decode_cursor, Query, LIMIT_DEFAULT, LIMIT_MAX};
 use crate::collector::record::valid_metric_name;
+use crate::collector::series::{SeriesQuery, POINTS_DEFAULT, POINTS_MAX};
 use crate::collector::timestamp::{parse_rfc3339_ms, TS_MS_MAX, TS_MS_MIN};
 use crate::telemetry::valid_gpu_id;
 
@@ -64,18 +65,7 @@ pub fn parse_telemetry_query(raw: Option<&str>) -> Result<Query, ApiError> {
                 query.after = Some(key);
             }
             "metric" => {
-                if !valid_metric_name(value) {
-                    return Err(ApiError::bad(
-                        "metric",
-                        "metric must be 1 to 128 characters, no control characters",
-                    ));
-                }
-                if query.metrics.len() == METRIC_PARAMS_MAX {
-                    return Err(ApiError::bad(
-                        "metric",
-                        format!("more than {METRIC_PARAMS_MAX} metrics"),
-                    ));
-                }
+                check_metric(value, query.metrics.len())?;
                 query.metrics.push(value.clone());
             }
             _ => {}
@@ -85,6 +75,74 @@ pub fn parse_telemetry_query(raw: Option<&str>) -> Result<Query, ApiError> {
         return Err(ApiError::bad("start_time", "start_time is after end_time"));
     }
     Ok(query)
+}
+
+/// Parses and validates the query string of a series request: `start_time` and `end_time`
+/// (both required), `metric` (repeatable) and `points`.
+///
+/// # Errors
+/// 400 naming the parameter at fault.
+pub fn parse_series_query(raw: Option<&str>) -> Result<SeriesQuery, ApiError> {
+    let raw = raw.unwrap_or("");
+    if raw.len() > QUERY_BYTES_MAX {
+        return Err(ApiError::bad("query", format!("query string over {QUERY_BYTES_MAX} bytes")));
+    }
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
+        .map_err(|e| ApiError::bad("query", format!("unreadable query string: {e}")))?;
+    let (mut start, mut end, mut points) = (None, None, None);
+    let mut metrics = Vec::new();
+    for (name, value) in &pairs {
+        let slot = match name.as_str() {
+            "start_time" => &mut start,
+            "end_time" => &mut end,
+            "points" => &mut points,
+            "metric" => {
+                check_metric(value, metrics.len())?;
+                metrics.push(value.clone());
+                continue;
+            }
+            _ => continue,
+        };
+        if slot.is_some() {
+            return Err(ApiError::bad(name, format!("{name} given more than once")));
+        }
+        *slot = Some(value.as_str());
+    }
+    let start_ms = parse_time("start_time", start.ok_or_else(|| required("start_time"))?)?;
+    let end_ms = parse_time("end_time", end.ok_or_else(|| required("end_time"))?)?;
+    if start_ms > end_ms {
+        return Err(ApiError::bad("start_time", "start_time is after end_time"));
+    }
+    let points = match points {
+        None => POINTS_DEFAULT,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=POINTS_MAX).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad(
+                    "points",
+                    format!("points must be an integer from 1 to {POINTS_MAX}"),
+                ))
+            }
+        },
+    };
+    Ok(SeriesQuery { start_ms, end_ms, metrics, points })
+}
+
+fn required(param: &str) -> ApiError {
+    ApiError::bad(param, format!("{param} is required"))
+}
+
+fn check_metric(value: &str, known: usize) -> Result<(), ApiError> {
+    if !valid_metric_name(value) {
+        return Err(ApiError::bad(
+            "metric",
+            "metric must be 1 to 128 characters, no control characters",
+        ));
+    }
+    if known == METRIC_PARAMS_MAX {
+        return Err(ApiError::bad("metric", format!("more than {METRIC_PARAMS_MAX} metrics")));
+    }
+    Ok(())
 }
 
 fn parse_time(param: &str, value: &str) -> Result<i64, ApiError> {
@@ -135,6 +193,21 @@ mod tests {
         assert_eq!(param_of("cursor=xyz"), "cursor");
         assert_eq!(param_of("metric="), "metric");
         assert_eq!(param_of(&"a=b&".repeat(3000)), "query");
+    }
+
+    #[test]
+    fn series_queries_need_a_window() {
+        let window = "start_time=2026-11-29T09:00:00Z&end_time=2026-11-29T10:00:00Z";
+        let q = parse_series_query(Some(&format!("{window}&metric=A&points=60"))).unwrap();
+        assert_eq!((q.end_ms - q.start_ms, q.points, q.metrics.len()), (3_600_000, 60, 1));
+        assert_eq!(parse_series_query(Some(window)).unwrap().points, POINTS_DEFAULT);
+        let param = |raw: &str| parse_series_query(Some(raw)).unwrap_err().body.param.unwrap();
+        assert_eq!(param("end_time=2026-11-29T10:00:00Z"), "start_time");
+        assert_eq!(param("start_time=2026-11-29T10:00:00Z"), "end_time");
+        assert_eq!(param(&format!("{window}&points=0")), "points");
+        assert_eq!(param(&format!("{window}&points=2001")), "points");
+        assert_eq!(param(&format!("{window}&points=1&points=2")), "points");
+        assert_eq!(param(&format!("{window}&metric=")), "metric");
     }
 
     #[test]

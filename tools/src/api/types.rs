@@ -251,3 +251,162 @@ pub struct GatewayStatsBody {
     /// Each collector.
     pub collectors: Vec<DownstreamStats>,
 }
+
+/// The metrics `/api/v1/overview` reports per GPU (their latest values).
+pub const OVERVIEW_METRICS: [&str; 5] = [
+    "DCGM_FI_DEV_GPU_UTIL",
+    "DCGM_FI_DEV_GPU_TEMP",
+    "DCGM_FI_DEV_POWER_USAGE",
+    "DCGM_FI_DEV_FB_USED",
+    "DCGM_FI_DEV_FB_FREE",
+];
+
+/// One GPU in `/api/v1/overview`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OverviewGpu {
+    /// The GPU id.
+    #[schema(example = "GPU-5fd4f087-86f3-7a43-b711-4771313afc50")]
+    pub uuid: String,
+    /// Host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "mtv5-dgx1-hgpu-031")]
+    pub hostname: Option<String>,
+    /// GPU index on its host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_index: Option<u32>,
+    /// GPU model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Latest sample time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+    /// Latest value of each of `metrics` the GPU has reported (others are absent).
+    #[schema(example = json!({"DCGM_FI_DEV_GPU_UTIL": 97.0, "DCGM_FI_DEV_GPU_TEMP": 64.0}))]
+    pub latest: BTreeMap<String, f64>,
+}
+
+/// `GET /api/v1/overview`: every GPU with the latest value of a few metrics, for the
+/// dashboard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OverviewBody {
+    /// When this answer was made (RFC 3339, UTC): compare `last_seen` with it.
+    pub timestamp: String,
+    /// The metrics reported in `latest`.
+    pub metrics: Vec<String>,
+    /// Number of GPUs.
+    pub count: usize,
+    /// The GPUs, by id.
+    pub gpus: Vec<OverviewGpu>,
+}
+
+/// The broker as a collector's monitor last read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BrokerView {
+    /// The broker addresses the collector was given (it talks to the first that answers).
+    pub addrs: Vec<String>,
+    /// When `stats` was read (RFC 3339, UTC); absent before the first answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched_at: Option<String>,
+    /// The broker's `STATS` document (`spec/wire.md`, "Admin documents"): topics with
+    /// partitions, groups with lag, in-flight, acked, redelivered and dead-lettered counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub stats: Option<serde_json::Value>,
+    /// The broker's `INFO` document (version, storage, fsync, limits), from connecting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub info: Option<serde_json::Value>,
+    /// Why the last read failed, if it did (`stats` is then the last good one, if any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One collector in `/api/v1/pipeline`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PipelineCollector {
+    /// The collector's base URL (behind a gateway; absent on a collector's own answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Its `/health`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthBody>,
+    /// Its `/stats`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<StatsBody>,
+    /// Why it did not answer, if it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET /api/v1/pipeline`: the broker's `STATS` and each collector's health and counters,
+/// for the dashboard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PipelineBody {
+    /// When this answer was made (RFC 3339, UTC).
+    pub timestamp: String,
+    /// The broker (from the first collector that has its `STATS`, behind a gateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<BrokerView>,
+    /// The collector, or each collector behind a gateway.
+    pub collectors: Vec<PipelineCollector>,
+}
+
+/// One bucket of a series: start (ms since the epoch), sample count, least, greatest and
+/// mean value.
+pub type SeriesBucket = (i64, u64, f64, f64, f64);
+
+/// One metric in `/api/v1/gpus/{gpu_id}/series`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SeriesMetric {
+    /// Metric name.
+    #[schema(example = "DCGM_FI_DEV_GPU_UTIL")]
+    pub metric: String,
+    /// Buckets with samples, by time: `[start_ms, count, min, max, mean]` each, `start_ms`
+    /// a multiple of `step_ms` since the epoch. Buckets without samples are left out.
+    #[schema(value_type = Vec<Vec<f64>>, example = json!([[1795943520000_i64, 12, 3.0, 97.0, 54.5]]))]
+    pub buckets: Vec<SeriesBucket>,
+}
+
+/// `GET /api/v1/gpus/{gpu_id}/series`: a GPU's samples in a window, per metric, in buckets
+/// of equal length, for charts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SeriesBody {
+    /// The GPU id.
+    pub gpu_id: String,
+    /// Window start (RFC 3339, UTC).
+    pub start_time: String,
+    /// Window end (RFC 3339, UTC).
+    pub end_time: String,
+    /// Bucket length, ms: the shortest of 1, 10, 100, 250, 500 ms, 1, 2, 5, 10, 15, 30 s,
+    /// 1, 2, 5, 10, 15, 30 min, 1, 2, 3, 6, 12 h (then whole days) with at most `points`
+    /// buckets in the window.
+    pub step_ms: i64,
+    /// Samples counted.
+    pub samples: u64,
+    /// `cache`, `file`, or `merged` (a gateway over several collectors).
+    pub source: String,
+    /// Set when the window held too many samples to read (over 2,000,000): the buckets
+    /// are complete from this time on, older ones are missing or partial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complete_from: Option<String>,
+    /// Metrics with samples in the window, by name.
+    pub series: Vec<SeriesMetric>,
+}
+
+/// Query parameters of `GET /api/v1/gpus/{gpu_id}/series`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SeriesParams {
+    /// Window start, inclusive (RFC 3339). Required.
+    #[param(example = "2026-11-29T09:00:00Z")]
+    pub start_time: String,
+    /// Window end, inclusive (RFC 3339). Required.
+    #[param(example = "2026-11-29T10:00:00Z")]
+    pub end_time: String,
+    /// Only these metrics (repeat the parameter for several). Default: all.
+    #[param(example = "DCGM_FI_DEV_GPU_UTIL")]
+    pub metric: Option<Vec<String>>,
+    /// Most buckets per metric: 1 to 2000, default 300.
+    #[param(minimum = 1, maximum = 2000, example = 300)]
+    pub points: Option<u32>,
+}

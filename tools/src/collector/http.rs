@@ -1,5 +1,7 @@
 //! The collector's HTTP API (axum): `/health`, `/api/v1/gpus`,
-//! `/api/v1/gpus/{gpu_id}/telemetry`, `/stats`, `/metrics` and `/openapi.json`.
+//! `/api/v1/gpus/{gpu_id}/telemetry`, `/api/v1/gpus/{gpu_id}/series`, `/api/v1/overview`,
+//! `/api/v1/pipeline`, `/stats`, `/metrics` and `/openapi.json`; and the dashboard at `/`
+//! ([`crate::dashboard`]).
 //!
 //! The OpenAPI document is generated from the handlers' annotations ([`openapi`]) and kept
 //! in `spec/openapi.json`; a test fails when that file is stale.
@@ -19,10 +21,11 @@ use utoipa_axum::routes;
 use super::query;
 use super::timestamp::{format_ms_string, now_ms};
 use super::Shared;
-use crate::api::params::{check_gpu_id, parse_telemetry_query};
+use crate::api::params::{check_gpu_id, parse_series_query, parse_telemetry_query};
 use crate::api::{
     json_bytes, protect, ApiError, BrokerHealth, CacheStatsBody, ErrorBody, GpuInfo, GpuList,
-    HealthBody, StatsBody, TelemetryPage, TelemetryParams,
+    HealthBody, OverviewBody, OverviewGpu, PipelineBody, PipelineCollector, SeriesBody,
+    SeriesMetric, SeriesParams, StatsBody, TelemetryPage, TelemetryParams, OVERVIEW_METRICS,
 };
 
 /// Version reported by `/health`.
@@ -64,8 +67,11 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(health))
         .routes(routes!(list_gpus))
         .routes(routes!(gpu_telemetry))
+        .routes(routes!(gpu_series))
         .routes(routes!(stats))
         .routes(routes!(metrics))
+        .routes(routes!(overview))
+        .routes(routes!(pipeline))
 }
 
 /// The OpenAPI document of the API.
@@ -87,6 +93,7 @@ pub fn router(state: AppState) -> Router {
     let api = Arc::new(api);
     let router = router
         .route("/openapi.json", axum::routing::get(move || async move { Json((*api).clone()) }))
+        .merge(crate::dashboard::routes())
         .with_state(state);
     protect(router, token)
 }
@@ -132,10 +139,16 @@ pub async fn shutdown_signal(stop: Arc<AtomicBool>) {
             body = HealthBody)
     ))]
 async fn health(State(state): State<AppState>) -> Response {
+    let body = health_body(&state);
+    let status = if body.status == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+fn health_body(state: &AppState) -> HealthBody {
     let stats = &state.shared.stats;
     let healthy = stats.healthy();
     let last_poll = stats.last_poll_ms.load(Relaxed);
-    let body = HealthBody {
+    HealthBody {
         status: if healthy { "ok" } else { "unavailable" }.into(),
         version: VERSION.into(),
         timestamp: format_ms_string(now_ms()),
@@ -146,9 +159,7 @@ async fn health(State(state): State<AppState>) -> Response {
             last_poll: (last_poll > 0).then(|| format_ms_string(last_poll)),
         }),
         collectors: None,
-    };
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(body)).into_response()
+    }
 }
 
 /// Every GPU with telemetry.
@@ -215,6 +226,56 @@ async fn gpu_telemetry(
     Ok(json_bytes(StatusCode::OK, super::page::write_page(&gpu_id, &page)))
 }
 
+/// A GPU's samples in a window, per metric, in buckets of equal length (count, least,
+/// greatest and mean value): what the dashboard charts.
+#[utoipa::path(get, path = "/api/v1/gpus/{gpu_id}/series", tag = "telemetry",
+    params(
+        ("gpu_id" = String, Path,
+            description = "GPU id: 1 to 128 characters of A-Z a-z 0-9 . _ : -"),
+        SeriesParams),
+    responses(
+        (status = 200, description = "Buckets per metric", body = SeriesBody),
+        (status = 400, description = "A bad parameter or GPU id", body = ErrorBody),
+        (status = 404, description = "No such GPU", body = ErrorBody)
+    ))]
+async fn gpu_series(
+    State(state): State<AppState>,
+    gpu_id: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<SeriesBody>, ApiError> {
+    let Path(gpu_id) = gpu_id.map_err(|e| ApiError::bad("gpu_id", e.body_text()))?;
+    check_gpu_id(&gpu_id)?;
+    let query = parse_series_query(raw.as_deref())?;
+    let (shared, id, q) = (Arc::clone(&state.shared), gpu_id.clone(), query.clone());
+    let read = tokio::task::spawn_blocking(move || super::series::series(&shared, &id, &q)).await;
+    let series = match read {
+        Ok(Ok(Some(series))) => series,
+        Ok(Ok(None)) => return Err(ApiError::not_found(format!("no telemetry for GPU {gpu_id}"))),
+        Ok(Err(e)) => return Err(ApiError::internal(format!("reading GPU {gpu_id}: {e}"))),
+        Err(e) => return Err(ApiError::internal(format!("query task failed: {e}"))),
+    };
+    Ok(Json(SeriesBody {
+        gpu_id,
+        start_time: format_ms_string(query.start_ms),
+        end_time: format_ms_string(query.end_ms),
+        step_ms: series.step_ms,
+        samples: series.samples,
+        source: series.source.name().to_string(),
+        complete_from: series.complete_from_ms.map(format_ms_string),
+        series: series
+            .metrics
+            .into_iter()
+            .map(|(metric, buckets)| SeriesMetric {
+                metric,
+                buckets: buckets
+                    .into_iter()
+                    .map(|(t, b)| (t, b.count, b.min, b.max, b.sum / b.count as f64))
+                    .collect(),
+            })
+            .collect(),
+    }))
+}
+
 /// Counters of the collector.
 #[utoipa::path(get, path = "/stats", tag = "operations",
     responses((status = 200, description = "Counters since start", body = StatsBody)))]
@@ -262,4 +323,54 @@ pub fn stats_body(shared: &Shared, group: &str) -> StatsBody {
 async fn metrics(State(state): State<AppState>) -> Response {
     let text = super::metrics::render(&state.shared);
     ([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], text).into_response()
+}
+
+/// Every GPU with the latest value of a few metrics (utilisation, temperature, power,
+/// memory used and free), from the same state as `/metrics`: what the dashboard's
+/// overview shows.
+#[utoipa::path(get, path = "/api/v1/overview", tag = "telemetry",
+    responses((status = 200, description = "GPUs by id, with their latest values",
+        body = OverviewBody)))]
+async fn overview(State(state): State<AppState>) -> Json<OverviewBody> {
+    let catalog = state.shared.catalog.read().expect("catalog lock");
+    let gpus: Vec<OverviewGpu> = catalog
+        .gpus
+        .iter()
+        .map(|(uuid, g)| OverviewGpu {
+            uuid: uuid.to_string(),
+            hostname: g.identity.hostname.clone(),
+            gpu_index: g.identity.gpu_index,
+            model: g.identity.model.clone(),
+            last_seen: g.last_ms.map(format_ms_string),
+            latest: OVERVIEW_METRICS
+                .iter()
+                .filter_map(|m| g.latest.get(*m).map(|l| (m.to_string(), l.value)))
+                .collect(),
+        })
+        .collect();
+    drop(catalog);
+    Json(OverviewBody {
+        timestamp: format_ms_string(now_ms()),
+        metrics: OVERVIEW_METRICS.iter().map(|m| m.to_string()).collect(),
+        count: gpus.len(),
+        gpus,
+    })
+}
+
+/// The broker's `STATS` (read once a second), and this collector's health and counters:
+/// what the dashboard's pipeline page shows.
+#[utoipa::path(get, path = "/api/v1/pipeline", tag = "operations",
+    responses((status = 200, description = "Broker and collector state", body = PipelineBody)))]
+async fn pipeline(State(state): State<AppState>) -> Json<PipelineBody> {
+    let broker = state.shared.broker.lock().expect("broker lock").clone();
+    Json(PipelineBody {
+        timestamp: format_ms_string(now_ms()),
+        broker: Some(broker),
+        collectors: vec![PipelineCollector {
+            url: None,
+            health: Some(health_body(&state)),
+            stats: Some(stats_body(&state.shared, &state.group)),
+            error: None,
+        }],
+    })
 }

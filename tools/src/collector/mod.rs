@@ -13,8 +13,9 @@
 //! and its JSONL line, [`store`] writes files and the [`checkpoint`] and recovers them,
 //! [`catalog`] knows every GPU and indexes its file by time, [`cache`] holds the latest
 //! samples, [`query`] answers telemetry queries, [`ingest`] runs the broker side,
-//! [`http`] the API and [`metrics`] its Prometheus page. `spec/collector.md` specifies
-//! the files and the API's behaviour; `spec/openapi.json` is generated from [`http`].
+//! [`series`] reduces a window to buckets for charts, [`http`] the API and [`metrics`] its
+//! Prometheus page. `spec/collector.md` specifies the files and the API's behaviour;
+//! `spec/openapi.json` is generated from [`http`].
 
 pub mod cache;
 pub mod catalog;
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod page;
 pub mod query;
 pub mod record;
+pub mod series;
 pub mod stats;
 pub mod store;
 pub mod timestamp;
@@ -46,6 +48,7 @@ use self::catalog::Catalog;
 use self::ingest::IngestConfig;
 use self::stats::Stats;
 use self::store::{Store, StoreConfig};
+use crate::api::BrokerView;
 
 /// State shared by ingest, storage and the HTTP handlers.
 #[derive(Debug)]
@@ -58,6 +61,8 @@ pub struct Shared {
     pub stats: Stats,
     /// `<data_dir>/gpus`.
     pub gpus_dir: PathBuf,
+    /// The broker's `STATS` as the monitor last read it (for `/api/v1/pipeline`).
+    pub broker: Mutex<BrokerView>,
 }
 
 impl Shared {
@@ -72,6 +77,13 @@ impl Shared {
             cache: Mutex::new(Cache::new(cache_samples_per_gpu, cache_samples_max)),
             stats: Stats::new(),
             gpus_dir: data_dir.join("gpus"),
+            broker: Mutex::new(BrokerView {
+                addrs: Vec::new(),
+                fetched_at: None,
+                stats: None,
+                info: None,
+                error: None,
+            }),
         }
     }
 }
@@ -104,6 +116,7 @@ pub fn run(config: CollectorConfig) -> io::Result<()> {
         config.cache_samples_per_gpu,
         config.cache_samples_max,
     ));
+    shared.broker.lock().expect("broker lock").addrs = config.ingest.addrs.clone();
     let store = Store::open(config.store.clone(), Arc::clone(&shared))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -143,7 +156,8 @@ pub fn run(config: CollectorConfig) -> io::Result<()> {
     served
 }
 
-/// Asks the broker every second for its health and the group's lag.
+/// Asks the broker every second for its `STATS`: its health, the group's lag, and the
+/// document `/api/v1/pipeline` serves.
 fn monitor(config: &IngestConfig, shared: &Shared, stop: &AtomicBool) {
     let client_config = ClientConfig {
         request_timeout: Duration::from_secs(2),
@@ -152,11 +166,19 @@ fn monitor(config: &IngestConfig, shared: &Shared, stop: &AtomicBool) {
     };
     let mut client: Option<Client> = None;
     while !stop.load(Relaxed) {
+        let mut error = None;
         if client.is_none() {
-            client = Client::connect(&config.addrs, client_config.clone()).ok();
+            match Client::connect(&config.addrs, client_config.clone()) {
+                Ok(mut c) => {
+                    let info = c.broker_info().and_then(|i| serde_json::to_value(i).ok());
+                    shared.broker.lock().expect("broker lock").info = info;
+                    client = Some(c);
+                }
+                Err(e) => error = Some(e.to_string()),
+            }
         }
-        let groups = client.as_mut().map(Client::groups);
-        match groups {
+        let stats = client.as_mut().map(Client::stats);
+        match stats {
             Some(Ok(reply)) => {
                 shared.stats.broker_up.store(true, Relaxed);
                 let lag = reply
@@ -165,11 +187,19 @@ fn monitor(config: &IngestConfig, shared: &Shared, stop: &AtomicBool) {
                     .find(|g| g.group == config.group && g.topic == config.topic)
                     .map_or(0, |g| g.lag as i64);
                 shared.stats.lag.store(lag, Relaxed);
+                let mut view = shared.broker.lock().expect("broker lock");
+                view.stats = serde_json::to_value(&reply).ok();
+                view.fetched_at = Some(timestamp::format_ms_string(timestamp::now_ms()));
+                view.error = None;
             }
-            _ => {
+            failed => {
+                if let Some(Err(e)) = failed {
+                    error = Some(e.to_string());
+                }
                 if shared.stats.broker_up.swap(false, Relaxed) {
                     warn!("broker unreachable at {}", config.addrs.join(","));
                 }
+                shared.broker.lock().expect("broker lock").error = error;
                 client = None;
             }
         }

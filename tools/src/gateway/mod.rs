@@ -10,6 +10,10 @@
 //!   gateway's cursors work across them.
 //! - `/health` reports each collector's status (200 only if all are healthy), `/stats`
 //!   each collector's counters, `/metrics` all their series with a `collector` label.
+//! - `/api/v1/overview` merges the collectors' overviews by GPU (the newest `last_seen`
+//!   wins); `/api/v1/pipeline` takes the broker's `STATS` from the first collector that has
+//!   it and lists each collector's health and counters. Both feed the dashboard, which the
+//!   gateway serves at `/` like a collector.
 //!
 //! Parameters are validated here too, so bad input gets the same 400 as from a collector.
 
@@ -27,10 +31,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use log::{info, warn};
 
-use crate::api::params::{check_gpu_id, parse_telemetry_query};
+use crate::api::params::{check_gpu_id, parse_series_query, parse_telemetry_query};
 use crate::api::{
     json_bytes, protect, ApiError, DownstreamHealth, DownstreamStats, GatewayStatsBody, GpuInfo,
-    GpuList, HealthBody, StatsBody, TelemetryPage,
+    GpuList, HealthBody, OverviewBody, OverviewGpu, PipelineBody, PipelineCollector, SeriesBody,
+    SeriesBucket, SeriesMetric, StatsBody, TelemetryPage, OVERVIEW_METRICS,
 };
 use crate::collector::http::{openapi, shutdown_signal, VERSION};
 use crate::collector::line::SampleKey;
@@ -111,9 +116,13 @@ pub fn router(config: GatewayConfig) -> Result<Router, reqwest::Error> {
         .route("/health", get(health))
         .route("/api/v1/gpus", get(list_gpus))
         .route("/api/v1/gpus/{gpu_id}/telemetry", get(gpu_telemetry))
+        .route("/api/v1/gpus/{gpu_id}/series", get(gpu_series))
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
+        .route("/api/v1/overview", get(overview))
+        .route("/api/v1/pipeline", get(pipeline))
         .route("/openapi.json", get(move || async move { Json((*api).clone()) }))
+        .merge(crate::dashboard::routes())
         .with_state(gateway);
     Ok(protect(router, config.http_token))
 }
@@ -204,6 +213,22 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// The collectors holding `gpu_id`, from lists at most [`HOLDERS_MAX_AGE`] old.
+    async fn holders_of(self: &Arc<Self>, gpu_id: &str) -> Result<Vec<usize>, ApiError> {
+        let (mut holders, stale) = {
+            let known = self.holders.read().expect("holders lock");
+            let stale = known.1.is_none_or(|at| at.elapsed() > HOLDERS_MAX_AGE);
+            (known.0.get(gpu_id).cloned(), stale)
+        };
+        if holders.is_none() || stale {
+            self.gpu_lists().await?;
+            holders = self.holders.read().expect("holders lock").0.get(gpu_id).cloned();
+        }
+        holders.ok_or_else(|| ApiError::not_found(format!("no telemetry for GPU {gpu_id}")))
+    }
+}
+
 /// Folds what another collector knows of a GPU into `known`.
 fn merge_gpu(known: &mut GpuInfo, other: GpuInfo) {
     let ms = |t: &Option<String>| t.as_deref().and_then(|t| parse_rfc3339_ms(t).ok());
@@ -274,18 +299,7 @@ async fn gpu_telemetry(
     let Path(gpu_id) = gpu_id.map_err(|e| ApiError::bad("gpu_id", e.body_text()))?;
     check_gpu_id(&gpu_id)?;
     let query = parse_telemetry_query(raw.as_deref())?;
-    let (mut holders, stale) = {
-        let known = gateway.holders.read().expect("holders lock");
-        let stale = known.1.is_none_or(|at| at.elapsed() > HOLDERS_MAX_AGE);
-        (known.0.get(&gpu_id).cloned(), stale)
-    };
-    if holders.is_none() || stale {
-        gateway.gpu_lists().await?;
-        holders = gateway.holders.read().expect("holders lock").0.get(&gpu_id).cloned();
-    }
-    let Some(holders) = holders else {
-        return Err(ApiError::not_found(format!("no telemetry for GPU {gpu_id}")));
-    };
+    let holders = gateway.holders_of(&gpu_id).await?;
     let path = match &raw {
         Some(q) => format!("/api/v1/gpus/{gpu_id}/telemetry?{q}"),
         None => format!("/api/v1/gpus/{gpu_id}/telemetry"),
@@ -316,6 +330,82 @@ async fn gpu_telemetry(
     let merged = merge_pages(&gpu_id, pages, query.limit);
     let bytes = serde_json::to_vec(&merged).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(json_bytes(StatusCode::OK, bytes))
+}
+
+async fn gpu_series(
+    State(gateway): State<Shared>,
+    gpu_id: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let Path(gpu_id) = gpu_id.map_err(|e| ApiError::bad("gpu_id", e.body_text()))?;
+    check_gpu_id(&gpu_id)?;
+    parse_series_query(raw.as_deref())?;
+    let holders = gateway.holders_of(&gpu_id).await?;
+    let path = format!("/api/v1/gpus/{gpu_id}/series?{}", raw.unwrap_or_default());
+    let answers = gateway.fan_out(&holders, &path).await;
+    if let [Ok((status, body))] = answers.as_slice() {
+        return Ok(json_bytes(*status, body.to_vec()));
+    }
+    let mut bodies = Vec::new();
+    for answer in answers {
+        match answer {
+            Ok((StatusCode::OK, body)) => match serde_json::from_slice::<SeriesBody>(&body) {
+                Ok(series) => bodies.push(series),
+                Err(e) => warn!("unreadable series for {gpu_id}: {e}"),
+            },
+            Ok((StatusCode::NOT_FOUND, _)) => {}
+            Ok((status, body)) => return Ok(json_bytes(status, body.to_vec())),
+            Err(e) => {
+                return Err(ApiError::unavailable(format!(
+                    "a collector holding {gpu_id} is unreachable: {e}"
+                )))
+            }
+        }
+    }
+    let merged = merge_series(bodies)
+        .ok_or_else(|| ApiError::not_found(format!("no telemetry for GPU {gpu_id}")))?;
+    Ok(Json(merged).into_response())
+}
+
+/// Merges series of the same query from several collectors (the buckets line up, as the
+/// step and bucket starts depend on the query only): counts and sums add, least and
+/// greatest combine. A sample two collectors hold counts twice. `None` for no series.
+pub fn merge_series(bodies: Vec<SeriesBody>) -> Option<SeriesBody> {
+    let mut bodies = bodies.into_iter();
+    let mut merged = bodies.next()?;
+    let mut metrics: BTreeMap<String, BTreeMap<i64, SeriesBucket>> = BTreeMap::new();
+    let mut add = |series: Vec<SeriesMetric>| {
+        for s in series {
+            let buckets = metrics.entry(s.metric).or_default();
+            for b in s.buckets {
+                buckets
+                    .entry(b.0)
+                    .and_modify(|k| {
+                        let count = k.1 + b.1;
+                        k.4 = (k.4 * k.1 as f64 + b.4 * b.1 as f64) / count.max(1) as f64;
+                        k.1 = count;
+                        k.2 = k.2.min(b.2);
+                        k.3 = k.3.max(b.3);
+                    })
+                    .or_insert(b);
+            }
+        }
+    };
+    add(std::mem::take(&mut merged.series));
+    for body in bodies {
+        merged.samples += body.samples;
+        let ms = |t: &Option<String>| t.as_deref().and_then(|t| parse_rfc3339_ms(t).ok());
+        if ms(&body.complete_from) > ms(&merged.complete_from) {
+            merged.complete_from = body.complete_from;
+        }
+        add(body.series);
+    }
+    merged.source = "merged".into();
+    merged.series = metrics
+        .into_iter()
+        .map(|(metric, buckets)| SeriesMetric { metric, buckets: buckets.into_values().collect() })
+        .collect();
+    Some(merged)
 }
 
 /// Merges pages of the same query from several collectors: samples in key order,
@@ -388,6 +478,99 @@ async fn metrics(State(gateway): State<Shared>) -> Response {
     }
     let text = merge_metrics(&texts);
     ([(header::CONTENT_TYPE, crate::collector::metrics::CONTENT_TYPE)], text).into_response()
+}
+
+async fn overview(State(gateway): State<Shared>) -> Result<Json<OverviewBody>, ApiError> {
+    let answers = gateway.fan_out(&gateway.all(), "/api/v1/overview").await;
+    let mut bodies = Vec::new();
+    for (url, answer) in gateway.collectors.iter().zip(answers) {
+        let parsed = match answer {
+            Ok((StatusCode::OK, body)) => {
+                serde_json::from_slice::<OverviewBody>(&body).map_err(|e| e.to_string())
+            }
+            Ok((status, _)) => Err(format!("HTTP {status}")),
+            Err(e) => Err(e),
+        };
+        match parsed {
+            Ok(body) => bodies.push(body),
+            Err(e) => warn!("collector {url} gave no overview: {e}"),
+        }
+    }
+    if bodies.is_empty() && !gateway.collectors.is_empty() {
+        return Err(ApiError::unavailable("no collector answered"));
+    }
+    Ok(Json(merge_overviews(bodies)))
+}
+
+/// Merges collectors' overviews by GPU: the entry with the newest `last_seen` gives the
+/// identity and values; metrics only an older entry has are kept from it.
+pub fn merge_overviews(bodies: Vec<OverviewBody>) -> OverviewBody {
+    let ms = |t: &Option<String>| t.as_deref().and_then(|t| parse_rfc3339_ms(t).ok());
+    let mut merged: BTreeMap<String, OverviewGpu> = BTreeMap::new();
+    for gpu in bodies.into_iter().flat_map(|b| b.gpus) {
+        match merged.get_mut(&gpu.uuid) {
+            None => {
+                merged.insert(gpu.uuid.clone(), gpu);
+            }
+            Some(known) => {
+                let (mut newer, older) = if ms(&gpu.last_seen) > ms(&known.last_seen) {
+                    (gpu, known.clone())
+                } else {
+                    (known.clone(), gpu)
+                };
+                for (metric, value) in older.latest {
+                    newer.latest.entry(metric).or_insert(value);
+                }
+                newer.hostname = newer.hostname.or(older.hostname);
+                newer.gpu_index = newer.gpu_index.or(older.gpu_index);
+                newer.model = newer.model.or(older.model);
+                *known = newer;
+            }
+        }
+    }
+    let gpus: Vec<OverviewGpu> = merged.into_values().collect();
+    OverviewBody {
+        timestamp: format_ms_string(now_ms()),
+        metrics: OVERVIEW_METRICS.iter().map(|m| m.to_string()).collect(),
+        count: gpus.len(),
+        gpus,
+    }
+}
+
+async fn pipeline(State(gateway): State<Shared>) -> Json<PipelineBody> {
+    let answers = gateway.fan_out(&gateway.all(), "/api/v1/pipeline").await;
+    let mut broker = None;
+    let mut collectors = Vec::new();
+    for (url, answer) in gateway.collectors.iter().zip(answers) {
+        let parsed = match answer {
+            Ok((StatusCode::OK, body)) => {
+                serde_json::from_slice::<PipelineBody>(&body).map_err(|e| e.to_string())
+            }
+            Ok((status, _)) => Err(format!("HTTP {status}")),
+            Err(e) => Err(e),
+        };
+        match parsed {
+            Ok(body) => {
+                if broker.is_none() && body.broker.as_ref().is_some_and(|b| b.stats.is_some()) {
+                    broker = body.broker;
+                }
+                let own = body.collectors.into_iter().next();
+                collectors.push(PipelineCollector {
+                    url: Some(url.clone()),
+                    health: own.as_ref().and_then(|c| c.health.clone()),
+                    stats: own.and_then(|c| c.stats),
+                    error: None,
+                });
+            }
+            Err(e) => collectors.push(PipelineCollector {
+                url: Some(url.clone()),
+                health: None,
+                stats: None,
+                error: Some(e),
+            }),
+        }
+    }
+    Json(PipelineBody { timestamp: format_ms_string(now_ms()), broker, collectors })
 }
 
 /// Merges Prometheus text pages: one `# HELP` and `# TYPE` per family, every series with a
@@ -493,6 +676,53 @@ mod tests {
         let first_two = merge_pages("g", vec![a, b], 2);
         assert_eq!(first_two.count, 2);
         assert!(first_two.next_cursor.is_some());
+    }
+
+    #[test]
+    fn series_merge_bucket_by_bucket() {
+        let body = |buckets: Vec<SeriesBucket>, samples| SeriesBody {
+            gpu_id: "g".into(),
+            start_time: "2026-01-01T00:00:00.000Z".into(),
+            end_time: "2026-01-01T00:05:00.000Z".into(),
+            step_ms: 1000,
+            samples,
+            source: "cache".into(),
+            complete_from: None,
+            series: vec![SeriesMetric { metric: "M".into(), buckets }],
+        };
+        let a = body(vec![(0, 2, 1.0, 3.0, 2.0), (1000, 1, 5.0, 5.0, 5.0)], 3);
+        let b = body(vec![(1000, 3, 1.0, 9.0, 3.0)], 3);
+        let merged = merge_series(vec![a, b]).unwrap();
+        assert_eq!((merged.samples, merged.source.as_str()), (6, "merged"));
+        assert_eq!(merged.series[0].buckets, [(0, 2, 1.0, 3.0, 2.0), (1000, 4, 1.0, 9.0, 3.5)]);
+        assert!(merge_series(vec![]).is_none());
+    }
+
+    #[test]
+    fn overviews_merge_by_gpu_newest_first() {
+        let gpu = |seen: &str, util: Option<f64>, temp: f64| OverviewGpu {
+            uuid: "g".into(),
+            hostname: Some(format!("host-{seen}")),
+            gpu_index: Some(0),
+            model: None,
+            last_seen: Some(format!("2026-01-01T00:00:0{seen}.000Z")),
+            latest: util
+                .map(|u| ("DCGM_FI_DEV_GPU_UTIL".to_string(), u))
+                .into_iter()
+                .chain([("DCGM_FI_DEV_GPU_TEMP".to_string(), temp)])
+                .collect(),
+        };
+        let body =
+            |gpus| OverviewBody { timestamp: String::new(), metrics: vec![], count: 1, gpus };
+        let merged = merge_overviews(vec![
+            body(vec![gpu("1", Some(50.0), 40.0)]),
+            body(vec![gpu("2", None, 60.0)]),
+        ]);
+        assert_eq!(merged.count, 1);
+        let g = &merged.gpus[0];
+        assert_eq!(g.hostname.as_deref(), Some("host-2"));
+        assert_eq!(g.latest["DCGM_FI_DEV_GPU_TEMP"], 60.0, "the newer value");
+        assert_eq!(g.latest["DCGM_FI_DEV_GPU_UTIL"], 50.0, "kept from the older");
     }
 
     #[test]
