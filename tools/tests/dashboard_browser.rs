@@ -526,10 +526,43 @@ fn dashboard_pages_show_the_fleet_in_a_browser() {
     browser.eval("window.scrollTo(0, 0)");
     browser.screenshot(&shots.join("detail.png"));
 
-    // The download buttons build a file from the raw samples (the click is not followed to
-    // disk; the CSV builder is the page's own).
-    let buttons = browser.eval("document.querySelectorAll('#dl-csv, #dl-json').length");
-    assert_eq!(buttons, 2);
+    // The downloads: the page builds the file from the window's raw samples; the test takes
+    // the Blob it hands to the download link (downloads themselves are denied).
+    browser.call(None, "Browser.setDownloadBehavior", json!({"behavior": "deny"}));
+    let grab = |button: &str| {
+        format!(
+            "(async () => {{ let blob = null; const make = URL.createObjectURL; \
+             URL.createObjectURL = (b) => {{ blob = b; return make.call(URL, b); }}; \
+             document.querySelector('{button}').click(); \
+             while (!blob) await new Promise(r => setTimeout(r, 20)); \
+             URL.createObjectURL = make; return await blob.text(); }})()"
+        )
+    };
+    let csv = browser.eval(&grab("#dl-csv"));
+    let lines: Vec<&str> = csv.as_str().unwrap().lines().collect();
+    assert_eq!(lines[0], "timestamp,gpu_id,metric,value,partition,offset,source_timestamp");
+    assert_eq!(lines.len(), 1 + 61 * 6, "every raw sample of the window");
+    assert!(lines[1..].iter().all(|l| l.contains(hot.as_str())), "{}", lines[1]);
+    let raw = browser.eval(&grab("#dl-json"));
+    let raw: Value = serde_json::from_str(raw.as_str().unwrap()).unwrap();
+    assert_eq!((raw["count"].as_u64(), raw["truncated"].as_bool()), (Some(61 * 6), Some(false)));
+    assert_eq!(raw["samples"][0]["metric"].as_str().map(|m| m.starts_with("DCGM_")), Some(true));
+
+    // Live: the last 5 minutes refresh by themselves; a new sample shows up.
+    browser.navigate(&format!("{base}/#/gpu/{hot}?w=5m"));
+    browser.wait_for(
+        "the 5-minute charts",
+        "document.querySelector('.chart[data-metric=\"DCGM_FI_DEV_GPU_UTIL\"][data-points]')",
+    );
+    publish(
+        broker.addr,
+        "telemetry",
+        &[(hot.clone(), gpu_record(hot, "dgx-a01", 0, now_ms(), 77.7, 88.0))],
+    );
+    browser.wait_for(
+        "the new sample in the chart",
+        "document.querySelector('.chart[data-metric=\"DCGM_FI_DEV_GPU_UTIL\"] .now').textContent.includes('77.7')",
+    );
 
     // Pipeline: topics, groups and the collector, with rates from new records.
     let stop = Arc::new(AtomicBool::new(false));
