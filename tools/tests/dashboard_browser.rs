@@ -37,8 +37,8 @@ const WINDOW: (u32, u32) = (1400, 900);
 /// Screenshots show at most this much of a page's height, in CSS pixels.
 const SCREENSHOT_HEIGHT_MAX: f64 = 1800.0;
 
-/// Browser tests run one at a time, so the render time is not measured while another
-/// browser is busy.
+/// The tests of this file run one at a time, so the render time is not measured while
+/// another browser or server of this file is busy.
 static BROWSER: Mutex<()> = Mutex::new(());
 
 // ---- Input ------------------------------------------------------------------------------------
@@ -677,6 +677,8 @@ fn overview_of_1000_gpus_renders_within_a_second() {
 /// was published; and a token-protected collector serves the page but not the data.
 #[test]
 fn dashboard_files_and_endpoints() {
+    // Not while a browser test measures time.
+    let _one_at_a_time = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let broker = start_broker();
     let dir = tempfile::tempdir().unwrap();
     let collector = Server::collector(broker.addr, dir.path(), &[]);
