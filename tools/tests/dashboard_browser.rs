@@ -317,8 +317,13 @@ impl Browser {
                 return value;
             }
             if Instant::now() > deadline {
-                let status = self.eval("document.querySelector('#status')?.textContent");
-                panic!("timed out waiting for {what}; status {status}; errors {:?}", self.errors());
+                let status = self.eval(
+                    "JSON.stringify({hash: location.hash, status: document.querySelector('#status')?.textContent, \
+                     info: document.querySelector('#window-info')?.textContent, now: new Date().toISOString(), \
+                     view: {...document.querySelector('#view')?.dataset}, \
+                     charts: [...document.querySelectorAll('.chart')].map(c => [c.dataset.metric, c.dataset.samples, c.querySelector('.now')?.textContent])})",
+                );
+                panic!("timed out waiting for {what}; page {status}; errors {:?}", self.errors());
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -554,14 +559,18 @@ fn dashboard_pages_show_the_fleet_in_a_browser() {
         "the 5-minute charts",
         "document.querySelector('.chart[data-metric=\"DCGM_FI_DEV_GPU_UTIL\"][data-points]')",
     );
+    let fresh = now_ms();
     publish(
         broker.addr,
         "telemetry",
-        &[(hot.clone(), gpu_record(hot, "dgx-a01", 0, now_ms(), 77.7, 88.0))],
+        &[(hot.clone(), gpu_record(hot, "dgx-a01", 0, fresh, 77.7, 88.0))],
     );
     browser.wait_for(
         "the new sample in the chart",
-        "document.querySelector('.chart[data-metric=\"DCGM_FI_DEV_GPU_UTIL\"] .now').textContent.includes('77.7')",
+        &format!(
+            "(e => +e.dataset.lastBucket === Math.floor({fresh} / +e.dataset.step) * +e.dataset.step)\
+             (document.querySelector('.chart[data-metric=\"DCGM_FI_DEV_GPU_UTIL\"]'))"
+        ),
     );
 
     // Pipeline: topics, groups and the collector, with rates from new records.

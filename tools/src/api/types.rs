@@ -378,8 +378,8 @@ pub struct SeriesBody {
     /// Window end (RFC 3339, UTC).
     pub end_time: String,
     /// Bucket length, ms: the shortest of 1, 10, 100, 250, 500 ms, 1, 2, 5, 10, 15, 30 s,
-    /// 1, 2, 5, 10, 15, 30 min, 1, 2, 3, 6, 12 h (then whole days) with at most `points`
-    /// buckets in the window.
+    /// 1, 2, 5, 10, 15, 30 min, 1, 2, 3, 6, 12 h (then whole days) at least
+    /// `(end_time - start_time) / points`.
     pub step_ms: i64,
     /// Samples counted.
     pub samples: u64,

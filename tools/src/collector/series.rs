@@ -28,8 +28,8 @@ pub const POINTS_DEFAULT: usize = 300;
 /// Most samples one query reads from a file; the oldest part of a longer window is left out.
 pub const SCAN_MAX: u64 = 2_000_000;
 
-/// Bucket lengths, ms: the step of a query is the shortest at least `window / points`
-/// (whole days beyond the ladder).
+/// Bucket lengths, ms: the step of a query is the shortest at least `(end - start) /
+/// points` (whole days beyond the ladder).
 pub const STEPS_MS: [i64; 22] = [
     1, 10, 100, 250, 500, 1_000, 2_000, 5_000, 10_000, 15_000, 30_000, 60_000, 120_000, 300_000,
     600_000, 900_000, 1_800_000, 3_600_000, 7_200_000, 10_800_000, 21_600_000, 43_200_000,
@@ -51,7 +51,7 @@ pub struct SeriesQuery {
 impl SeriesQuery {
     /// The bucket length for this window and number of points.
     pub fn step_ms(&self) -> i64 {
-        let span = self.end_ms.abs_diff(self.start_ms).saturating_add(1);
+        let span = self.end_ms.abs_diff(self.start_ms).max(1);
         let wanted = span.div_ceil(self.points.max(1) as u64);
         match STEPS_MS.iter().find(|s| **s as u64 >= wanted) {
             Some(step) => *step,

@@ -642,6 +642,8 @@
     };
     chart.el.dataset.points = String(s.buckets.length);
     chart.el.dataset.samples = String(n);
+    chart.el.dataset.step = String(stepMs);
+    chart.el.dataset.lastBucket = last ? String(last[0]) : '';
   }
 
   async function download(uuid, [start, end], format, button) {
