@@ -60,6 +60,20 @@ pub fn args_with_config(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::O
     Ok(out)
 }
 
+/// The settings of a `--config` TOML file read into the flags' own type (`T::default()`
+/// without a file), for tools that merge file and command line field by field.
+///
+/// # Errors
+/// An unreadable file, or one that does not fit `T` (unknown keys included, where `T`
+/// denies them), as a message naming the file.
+pub fn read_config<T: serde::de::DeserializeOwned + Default>(
+    path: Option<&std::path::Path>,
+) -> Result<T, String> {
+    let Some(path) = path else { return Ok(T::default()) };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// The broker address when neither `--addr` nor `MQ_ADDR` names one.
 pub const ADDR_DEFAULT: &str = "127.0.0.1:7420";
 

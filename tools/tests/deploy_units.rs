@@ -68,3 +68,55 @@ fn systemd_analyze_verify_passes_on_every_unit() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.trim().is_empty(), "systemd-analyze verify: {stderr}");
 }
+
+/// The example configs in `deploy/config/` are accepted by their binaries (every key is a
+/// flag): each starts and serves, with only the addresses and directories overridden.
+#[test]
+fn the_example_configs_are_accepted_by_their_binaries() {
+    use std::io::{BufRead, BufReader};
+    let config =
+        |name: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config").join(name);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("collector");
+    let cases: [(&str, Vec<String>); 2] = [
+        (
+            env!("CARGO_BIN_EXE_telemetry-gateway"),
+            vec![
+                "--config".into(),
+                config("gateway.toml").display().to_string(),
+                "--http".into(),
+                "127.0.0.1:0".into(),
+            ],
+        ),
+        (
+            env!("CARGO_BIN_EXE_telemetry-collector"),
+            vec![
+                "--config".into(),
+                config("collector.toml").display().to_string(),
+                "--http".into(),
+                "127.0.0.1:0".into(),
+                "--data-dir".into(),
+                data.display().to_string(),
+                "--addr".into(),
+                "127.0.0.1:1".into(),
+            ],
+        ),
+    ];
+    for (exe, args) in cases {
+        let mut child = Command::new(exe)
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let serving = BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .take(50)
+            .any(|l| l.contains("http listening on"));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(serving, "{exe} did not start with its example config");
+    }
+}

@@ -130,14 +130,7 @@ impl Args {
 }
 
 fn load(args: Args) -> Result<CollectorConfig, String> {
-    let file = match &args.config {
-        Some(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            toml::from_str::<Args>(&text).map_err(|e| format!("{}: {e}", path.display()))?
-        }
-        None => Args::default(),
-    };
+    let file: Args = mq_tools::read_config(args.config.as_deref())?;
     args.or(file).resolve()
 }
 

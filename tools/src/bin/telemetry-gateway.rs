@@ -38,14 +38,7 @@ struct Args {
 }
 
 fn load(args: Args) -> Result<GatewayConfig, String> {
-    let file = match &args.config {
-        Some(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            toml::from_str::<Args>(&text).map_err(|e| format!("{}: {e}", path.display()))?
-        }
-        None => Args::default(),
-    };
+    let file: Args = mq_tools::read_config(args.config.as_deref())?;
     let collectors = if args.collector.is_empty() { file.collector } else { args.collector };
     if collectors.is_empty() {
         return Err("name at least one --collector URL".into());
