@@ -11,6 +11,11 @@ use mq_broker::config::Args;
 use mq_broker::event_loop::Broker;
 
 fn main() {
+    // No transparent huge pages: faulting in a 2 MiB page stalled the single event-loop thread
+    // for milliseconds, which was the whole p99 tail at a steady 10,000 records/s (p99 1.04 ms
+    // with, 0.22 ms without) and cost a third of the throughput (BENCHMARKS.md, side by side).
+    // Applies to the whole process, mappings made before this call included.
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = match Args::parse().load() {
         Ok(config) => config,
