@@ -308,15 +308,34 @@ async fn gpu_telemetry(
     if let [Ok((status, body))] = answers.as_slice() {
         return Ok(json_bytes(*status, body.to_vec()));
     }
-    let mut pages = Vec::new();
+    let pages: Vec<TelemetryPage> = match parse_answers(answers, &gpu_id)? {
+        Ok(pages) => pages,
+        Err(passed_on) => return Ok(passed_on),
+    };
+    if pages.is_empty() {
+        return Err(ApiError::not_found(format!("no telemetry for GPU {gpu_id}")));
+    }
+    let merged = merge_pages(&gpu_id, pages, query.limit);
+    let bytes = serde_json::to_vec(&merged).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(json_bytes(StatusCode::OK, bytes))
+}
+
+/// The collectors' answers about one GPU: the parsed 200 bodies (404s skipped, unreadable
+/// ones logged), or the first other answer to pass on as it is (`Ok(Err(response))`), or
+/// 503 when a collector holding the GPU is unreachable.
+fn parse_answers<T: serde::de::DeserializeOwned, B: AsRef<[u8]>, E: std::fmt::Display>(
+    answers: Vec<Result<(StatusCode, B), E>>,
+    gpu_id: &str,
+) -> Result<Result<Vec<T>, Response>, ApiError> {
+    let mut parsed = Vec::new();
     for answer in answers {
         match answer {
-            Ok((StatusCode::OK, body)) => match serde_json::from_slice::<TelemetryPage>(&body) {
-                Ok(page) => pages.push(page),
-                Err(e) => warn!("unreadable page for {gpu_id}: {e}"),
+            Ok((StatusCode::OK, body)) => match serde_json::from_slice::<T>(body.as_ref()) {
+                Ok(value) => parsed.push(value),
+                Err(e) => warn!("unreadable answer about {gpu_id}: {e}"),
             },
             Ok((StatusCode::NOT_FOUND, _)) => {}
-            Ok((status, body)) => return Ok(json_bytes(status, body.to_vec())),
+            Ok((status, body)) => return Ok(Err(json_bytes(status, body.as_ref().to_vec()))),
             Err(e) => {
                 return Err(ApiError::unavailable(format!(
                     "a collector holding {gpu_id} is unreachable: {e}"
@@ -324,12 +343,7 @@ async fn gpu_telemetry(
             }
         }
     }
-    if pages.is_empty() {
-        return Err(ApiError::not_found(format!("no telemetry for GPU {gpu_id}")));
-    }
-    let merged = merge_pages(&gpu_id, pages, query.limit);
-    let bytes = serde_json::to_vec(&merged).map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(json_bytes(StatusCode::OK, bytes))
+    Ok(Ok(parsed))
 }
 
 async fn gpu_series(
@@ -346,22 +360,10 @@ async fn gpu_series(
     if let [Ok((status, body))] = answers.as_slice() {
         return Ok(json_bytes(*status, body.to_vec()));
     }
-    let mut bodies = Vec::new();
-    for answer in answers {
-        match answer {
-            Ok((StatusCode::OK, body)) => match serde_json::from_slice::<SeriesBody>(&body) {
-                Ok(series) => bodies.push(series),
-                Err(e) => warn!("unreadable series for {gpu_id}: {e}"),
-            },
-            Ok((StatusCode::NOT_FOUND, _)) => {}
-            Ok((status, body)) => return Ok(json_bytes(status, body.to_vec())),
-            Err(e) => {
-                return Err(ApiError::unavailable(format!(
-                    "a collector holding {gpu_id} is unreachable: {e}"
-                )))
-            }
-        }
-    }
+    let bodies: Vec<SeriesBody> = match parse_answers(answers, &gpu_id)? {
+        Ok(bodies) => bodies,
+        Err(passed_on) => return Ok(passed_on),
+    };
     let merged = merge_series(bodies)
         .ok_or_else(|| ApiError::not_found(format!("no telemetry for GPU {gpu_id}")))?;
     Ok(Json(merged).into_response())
