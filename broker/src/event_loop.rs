@@ -25,6 +25,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use mq_protocol::{ErrorCode, Limits, Response, ServerCodec};
 use slab::Slab;
 
+use crate::checkpointer::Checkpointer;
 use crate::config::{Config, FsyncMode, StorageKind};
 use crate::core::{ConnId, Core, Now, Output};
 use crate::flusher::Flusher;
@@ -119,6 +120,8 @@ pub struct Broker {
     last_checkpoint: Instant,
     /// Flushes on another thread (`--fsync always` on disk), overlapping the next turn.
     flusher: Option<Flusher>,
+    /// Writes the group checkpoint on another thread (disk storage).
+    checkpointer: Option<Checkpointer>,
     /// Last flush epoch asked of the flusher.
     epoch: u64,
     /// Output of turns waiting for their flush, in order, with the epoch each waits for.
@@ -184,6 +187,7 @@ impl Broker {
             }
             _ => None,
         };
+        let checkpointer = core.checkpoint_saver().map(Checkpointer::start).transpose()?;
         Ok(Broker {
             poll,
             listener: Some(listener),
@@ -206,6 +210,7 @@ impl Broker {
             last_sync: now.mono,
             last_checkpoint: now.mono,
             flusher,
+            checkpointer,
             epoch: 0,
             held: VecDeque::new(),
         })
@@ -420,11 +425,29 @@ impl Broker {
         }
         if now.mono >= self.last_checkpoint + self.config.checkpoint_every {
             self.last_checkpoint = now.mono;
-            if let Err(e) = self.core.checkpoint() {
-                warn!("group checkpoint not written: {e}");
-            }
+            self.checkpoint();
         }
         self.flush_all(now.mono);
+    }
+
+    /// Hands a changed group checkpoint to the writer thread (or writes it here when the
+    /// storage has no writer). A failed write is written again at the next interval.
+    fn checkpoint(&mut self) {
+        match &self.checkpointer {
+            Some(writer) => {
+                if writer.take_failure() {
+                    self.core.forget_checkpoint();
+                }
+                if let Some(bytes) = self.core.checkpoint_changed() {
+                    writer.submit(bytes);
+                }
+            }
+            None => {
+                if let Err(e) = self.core.checkpoint() {
+                    warn!("group checkpoint not written: {e}");
+                }
+            }
+        }
     }
 
     /// Releases held output whose flush has finished, in order. Output of a failed flush
@@ -672,6 +695,10 @@ impl Broker {
         for mut conn in self.conns.drain() {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        }
+        // The writer finishes what it holds first, so the final checkpoint below is the last.
+        if self.checkpointer.take().is_some_and(Checkpointer::finish) {
+            self.core.forget_checkpoint();
         }
         match self.core.close_storage() {
             Ok(()) => info!("mqd stopped cleanly"),

@@ -7,6 +7,7 @@
 //! - [`config`]: settings, with units in every name.
 #![deny(missing_docs)]
 
+pub mod checkpointer;
 pub mod config;
 pub mod core;
 pub mod event_loop;

@@ -38,8 +38,20 @@ impl Core {
     /// Writes the checkpoint if it changed since the last one.
     ///
     /// # Errors
-    /// Storage failures (the previous checkpoint stays in place).
+    /// Storage failures (the previous checkpoint stays in place, and the next call writes).
     pub fn checkpoint(&mut self) -> Result<(), StorageError> {
+        if let Some(bytes) = self.checkpoint_changed() {
+            if let Err(e) = self.storage.save_checkpoint(&bytes) {
+                self.forget_checkpoint();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// The checkpoint, serialized, if it changed since the last one taken; the caller
+    /// writes it (the event loop hands it to [`crate::checkpointer::Checkpointer`]).
+    pub fn checkpoint_changed(&mut self) -> Option<Vec<u8>> {
         let checkpoint = Checkpoint {
             version: 1,
             groups: self
@@ -58,11 +70,22 @@ impl Core {
                 .collect(),
         };
         let bytes = serde_json::to_vec(&checkpoint).expect("checkpoints serialize");
-        if bytes != self.last_checkpoint {
-            self.storage.save_checkpoint(&bytes)?;
-            self.last_checkpoint = bytes;
+        if bytes == self.last_checkpoint {
+            return None;
         }
-        Ok(())
+        self.last_checkpoint = bytes.clone();
+        Some(bytes)
+    }
+
+    /// Forgets the last checkpoint taken (its write failed), so the next one is written
+    /// even if nothing changed.
+    pub fn forget_checkpoint(&mut self) {
+        self.last_checkpoint.clear();
+    }
+
+    /// A function that writes checkpoints from another thread, if the storage keeps them.
+    pub fn checkpoint_saver(&self) -> Option<crate::storage::CheckpointSaver> {
+        self.storage.checkpoint_saver()
     }
 
     /// Recreates the groups of a checkpoint, without members, at their committed offsets.

@@ -148,6 +148,9 @@ pub struct TopicMeta {
     pub retention_ms: u64,
 }
 
+/// Replaces the group checkpoint with the bytes given (see [`Storage::checkpoint_saver`]).
+pub type CheckpointSaver = Box<dyn FnMut(&[u8]) -> Result<(), StorageError> + Send>;
+
 /// A topic found in storage at start.
 pub type LoadedTopic = (String, TopicMeta, Vec<Box<dyn PartitionLog>>);
 
@@ -175,6 +178,12 @@ pub trait Storage: std::fmt::Debug + Send {
     /// # Errors
     /// Storage failures.
     fn save_checkpoint(&mut self, bytes: &[u8]) -> Result<(), StorageError>;
+
+    /// A function that replaces the group checkpoint from another thread, so the temp file,
+    /// fsync and rename stay off the event loop. `None` for storage that keeps no checkpoint.
+    fn checkpoint_saver(&self) -> Option<CheckpointSaver> {
+        None
+    }
 
     /// Flushes every dirty log at once, if this storage can do that more cheaply than one
     /// flush per log. Returns false if it cannot (the caller then syncs each log).
@@ -277,6 +286,11 @@ impl Storage for DiskStorage {
 
     fn save_checkpoint(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
         self.dir.save_checkpoint(bytes)
+    }
+
+    fn checkpoint_saver(&self) -> Option<CheckpointSaver> {
+        let path = self.dir.checkpoint_path();
+        Some(Box::new(move |bytes| Ok(disk::write_atomic(&path, bytes)?)))
     }
 
     /// One `syncfs` of the data directory's file system: a single journal commit and device

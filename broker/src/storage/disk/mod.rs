@@ -478,8 +478,13 @@ impl DataDir {
     /// # Errors
     /// I/O failures.
     pub fn save_checkpoint(&self, bytes: &[u8]) -> Result<(), StorageError> {
-        write_atomic(&self.root.join(CHECKPOINT), bytes)?;
+        write_atomic(&self.checkpoint_path(), bytes)?;
         Ok(())
+    }
+
+    /// Where the group checkpoint is kept.
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.root.join(CHECKPOINT)
     }
 
     /// Flushes everything written on the data directory's file system (`syncfs`).
