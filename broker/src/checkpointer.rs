@@ -39,25 +39,26 @@ impl Checkpointer {
     pub fn start(mut save: CheckpointSaver) -> std::io::Result<Checkpointer> {
         let shared = Arc::new((Mutex::new(Slot::default()), Condvar::new()));
         let state = shared.clone();
-        let thread = std::thread::Builder::new().name("mqd-checkpoint".into()).spawn(move || {
-            let (lock, ready) = &*state;
-            loop {
-                let bytes = {
-                    let mut slot = lock.lock().expect("checkpoint lock");
-                    while slot.pending.is_none() && !slot.closing {
-                        slot = ready.wait(slot).expect("checkpoint lock");
+        let thread =
+            std::thread::Builder::new().name("mqd-checkpoint".into()).spawn(move || {
+                let (lock, ready) = &*state;
+                loop {
+                    let bytes = {
+                        let mut slot = lock.lock().expect("checkpoint lock");
+                        while slot.pending.is_none() && !slot.closing {
+                            slot = ready.wait(slot).expect("checkpoint lock");
+                        }
+                        match slot.pending.take() {
+                            Some(bytes) => bytes,
+                            None => return,
+                        }
+                    };
+                    if let Err(e) = save(&bytes) {
+                        warn!("group checkpoint not written: {e}");
+                        lock.lock().expect("checkpoint lock").failed = true;
                     }
-                    match slot.pending.take() {
-                        Some(bytes) => bytes,
-                        None => return,
-                    }
-                };
-                if let Err(e) = save(&bytes) {
-                    warn!("group checkpoint not written: {e}");
-                    lock.lock().expect("checkpoint lock").failed = true;
                 }
-            }
-        })?;
+            })?;
         Ok(Checkpointer { shared, thread: Some(thread) })
     }
 

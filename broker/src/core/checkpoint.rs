@@ -133,7 +133,11 @@ impl Core {
                         entry.group, entry.topic, part.committed
                     );
                 }
-                group.restore(p as u32, part.committed.min(end), &part.attempts);
+                // Delivery counts of offsets past the end belong to records that are gone;
+                // new records will take those offsets and must start at attempt 1.
+                let attempts: Vec<(u64, u32)> =
+                    part.attempts.iter().copied().filter(|(offset, _)| *offset < end).collect();
+                group.restore(p as u32, part.committed.min(end), &attempts);
             }
             if !topic.groups.contains(&entry.group) {
                 topic.groups.push(entry.group.clone());

@@ -654,6 +654,12 @@ impl Core {
         result
     }
 
+    /// Takes the result of a flush made elsewhere (the flusher thread): `HEALTH` reports
+    /// `degraded` from a failed flush until a later one succeeds, as for an inline sync.
+    pub fn note_flush(&mut self, result: Result<(), String>) {
+        self.storage_error = result.err().map(|e| format!("flush to disk failed: {e}"));
+    }
+
     /// Whether any partition has appends not yet made durable.
     pub fn has_dirty(&self) -> bool {
         self.topics.values().flat_map(|t| &t.logs).any(|l| l.dirty())
@@ -672,9 +678,9 @@ impl Core {
         any
     }
 
-    /// A handle for flushing storage from another thread, if the storage has one.
-    pub fn sync_handle(&self) -> Option<std::fs::File> {
-        self.storage.sync_handle()
+    /// A function flushing storage, callable from another thread, if the storage has one.
+    pub fn flush_fn(&self) -> Option<crate::storage::FlushFn> {
+        self.storage.flush_fn()
     }
 
     fn sync_dirty(&mut self) -> Result<(), StorageError> {

@@ -510,3 +510,77 @@ fn retention_moves_a_lagging_group_forward_and_counts_the_loss() {
     assert!(h.pump().is_empty());
     assert_eq!(h.core.committed("t", "g", 0), Some(3));
 }
+
+/// Storage that comes back with one topic of three records and a checkpoint, as a disk
+/// broker does after a restart.
+#[derive(Debug)]
+struct Restarted {
+    checkpoint: &'static str,
+}
+
+impl Storage for Restarted {
+    fn load(
+        &mut self,
+    ) -> Result<(Vec<crate::storage::LoadedTopic>, Option<Vec<u8>>), StorageError> {
+        let mut log = MemoryLog::new();
+        for i in 0..3 {
+            log.append(1, None, Bytes::from(format!("old{i}")))?;
+        }
+        let meta = TopicMeta { partitions: 1, retention_bytes: 0, retention_ms: 0 };
+        let logs = vec![Box::new(log) as Box<dyn PartitionLog>];
+        Ok((vec![("t".into(), meta, logs)], Some(self.checkpoint.as_bytes().to_vec())))
+    }
+
+    fn create_topic(
+        &mut self,
+        topic: &str,
+        meta: TopicMeta,
+    ) -> Result<Vec<Box<dyn PartitionLog>>, StorageError> {
+        Mem.create_topic(topic, meta)
+    }
+
+    fn save_checkpoint(&mut self, _: &[u8]) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    fn mark_clean(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn restored_delivery_counts_past_the_recovered_end_are_dropped() {
+    // The checkpoint was written before a power loss that took offsets 3 and 4 from the
+    // log: new records get those offsets and must start at attempt 1, while the counts of
+    // records still held carry on.
+    let storage = Restarted {
+        checkpoint: r#"{"version":1,"groups":[{"topic":"t","group":"g","partitions":[{"committed":1,"attempts":[[1,2],[3,4],[4,4]]}]}]}"#,
+    };
+    let mut h = Harness::new(CoreConfig::default());
+    h.core = Core::new(CoreConfig::default(), Box::new(storage), h.now()).unwrap();
+    assert_eq!(h.core.committed("t", "g", 0), Some(1));
+    h.connect(1);
+    h.publish(1, "t", 2);
+    h.subscribe(1, "t", "g", 100);
+    let got: Vec<(u64, u32)> = h.pump().iter().map(|(_, d)| (d.offset, d.attempt)).collect();
+    assert_eq!(got, vec![(1, 3), (2, 1), (3, 1), (4, 1)]);
+}
+
+#[test]
+fn a_failed_flush_makes_health_degraded_until_one_succeeds() {
+    let mut h = Harness::with_partitions(1);
+    h.connect(1);
+    let status = |h: &mut Harness| match h.request(1, Request::Health) {
+        Response::Health(json) => {
+            serde_json::from_slice::<mq_protocol::admin::HealthReply>(&json).unwrap()
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(status(&mut h).status, "ok");
+    h.core.note_flush(Err("Input/output error (os error 5)".into()));
+    let degraded = status(&mut h);
+    assert_eq!(degraded.status, "degraded");
+    assert!(degraded.detail.unwrap().contains("flush to disk failed: Input/output error"));
+    h.core.note_flush(Ok(()));
+    assert_eq!(status(&mut h).status, "ok");
+}

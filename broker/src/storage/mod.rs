@@ -148,6 +148,9 @@ pub struct TopicMeta {
     pub retention_ms: u64,
 }
 
+/// Makes every append so far durable (see [`Storage::flush_fn`]).
+pub type FlushFn = Box<dyn FnMut() -> std::io::Result<()> + Send>;
+
 /// Replaces the group checkpoint with the bytes given (see [`Storage::checkpoint_saver`]).
 pub type CheckpointSaver = Box<dyn FnMut(&[u8]) -> Result<(), StorageError> + Send>;
 
@@ -194,10 +197,10 @@ pub trait Storage: std::fmt::Debug + Send {
         Ok(false)
     }
 
-    /// A file on this storage's file system that another thread may `syncfs` to make every
-    /// append so far durable, so that flushing overlaps the next turn's work. `None` for
+    /// A function that makes every append so far durable (one `syncfs` on disk), callable
+    /// from another thread so that flushing overlaps the next turn's work. `None` for
     /// storage with nothing to flush.
-    fn sync_handle(&self) -> Option<std::fs::File> {
+    fn flush_fn(&self) -> Option<FlushFn> {
         None
     }
 
@@ -301,8 +304,8 @@ impl Storage for DiskStorage {
         Ok(true)
     }
 
-    fn sync_handle(&self) -> Option<std::fs::File> {
-        self.dir.sync_handle().ok()
+    fn flush_fn(&self) -> Option<FlushFn> {
+        self.dir.flush_fn().ok()
     }
 
     fn mark_clean(&mut self) -> Result<(), StorageError> {

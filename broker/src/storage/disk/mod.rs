@@ -41,6 +41,8 @@ pub struct DiskOptions {
     pub recent_bytes: usize,
     /// Test hook: while set, pre-sizing a segment fails as if the disk were full.
     pub fail_allocation: Option<Arc<AtomicBool>>,
+    /// Test hook: while set, flushes (`syncfs`) fail as if the disk reported an I/O error.
+    pub fail_flush: Option<Arc<AtomicBool>>,
 }
 
 impl Default for DiskOptions {
@@ -50,6 +52,7 @@ impl Default for DiskOptions {
             index_interval_bytes: 4096,
             recent_bytes: 1024 * 1024,
             fail_allocation: None,
+            fail_flush: None,
         }
     }
 }
@@ -335,6 +338,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// `syncfs` of the file system holding `file`, unless the test hook `fail` is set.
+fn flush_filesystem(file: &File, fail: Option<&AtomicBool>) -> io::Result<()> {
+    if fail.is_some_and(|f| f.load(Ordering::SeqCst)) {
+        return Err(io::Error::other("injected: flush failed"));
+    }
+    rustix::fs::syncfs(file).map_err(io::Error::from)
+}
+
 /// The data directory: its lock, topics, checkpoint and clean-shutdown marker.
 #[derive(Debug)]
 pub struct DataDir {
@@ -492,15 +503,18 @@ impl DataDir {
     /// # Errors
     /// I/O failures, including write-back errors since the last call.
     pub fn sync_filesystem(&self) -> Result<(), StorageError> {
-        rustix::fs::syncfs(&self.lock).map_err(|e| StorageError::Io(e.into()))
+        flush_filesystem(&self.lock, self.options.fail_flush.as_deref()).map_err(StorageError::Io)
     }
 
-    /// A handle on the data directory's file system for `syncfs` from another thread.
+    /// A function that flushes the data directory's file system (`syncfs`), for the
+    /// flusher thread or the event loop.
     ///
     /// # Errors
     /// I/O failures duplicating the descriptor.
-    pub fn sync_handle(&self) -> io::Result<File> {
-        self.lock.try_clone()
+    pub fn flush_fn(&self) -> io::Result<super::FlushFn> {
+        let file = self.lock.try_clone()?;
+        let fail = self.options.fail_flush.clone();
+        Ok(Box::new(move || flush_filesystem(&file, fail.as_deref())))
     }
 
     /// Writes the clean-shutdown marker (after every partition was closed).

@@ -14,6 +14,7 @@ fn options() -> DiskOptions {
         index_interval_bytes: 256,
         recent_bytes: 0,
         fail_allocation: None,
+        fail_flush: None,
     }
 }
 
