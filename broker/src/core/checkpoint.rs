@@ -14,6 +14,11 @@ use super::group::Group;
 use super::Core;
 use crate::storage::StorageError;
 
+/// What the warnings about a checkpoint that cannot be used say happens instead: no group is
+/// restored, each is created anew by its next `SUBSCRIBE` (as a group never seen), and the
+/// first checkpoint written replaces the file.
+const NOT_RESTORED: &str = "no group is restored; each group starts at the position its next SUBSCRIBE asks for, and the next checkpoint replaces the file";
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Checkpoint {
     version: u32,
@@ -93,12 +98,15 @@ impl Core {
         let checkpoint: Checkpoint = match serde_json::from_slice(bytes) {
             Ok(c) => c,
             Err(e) => {
-                warn!("group checkpoint unreadable ({e}); groups start from the oldest records");
+                warn!("group checkpoint unreadable ({e}); {NOT_RESTORED}");
                 return;
             }
         };
         if checkpoint.version != 1 {
-            warn!("group checkpoint has version {}, this broker reads 1; groups start from the oldest records", checkpoint.version);
+            warn!(
+                "group checkpoint has version {}, this broker reads 1; {NOT_RESTORED}",
+                checkpoint.version
+            );
             return;
         }
         for entry in checkpoint.groups {

@@ -584,3 +584,89 @@ fn a_failed_flush_makes_health_degraded_until_one_succeeds() {
     h.core.note_flush(Ok(()));
     assert_eq!(status(&mut h).status, "ok");
 }
+
+#[test]
+fn a_topic_skipped_at_start_is_not_recreated_over_its_records_and_the_broker_goes_on() {
+    use crate::storage::disk::DiskOptions;
+    use crate::storage::DiskStorage;
+    let root = tempfile::tempdir().unwrap();
+    let options = DiskOptions { segment_bytes: 64 * 1024, ..DiskOptions::default() };
+    let config = CoreConfig { partitions_default: 1, ..CoreConfig::default() };
+    let mut h = Harness::new(config.clone());
+    let storage = DiskStorage::open(root.path(), options.clone()).unwrap();
+    h.core = Core::new(config.clone(), Box::new(storage), h.now()).unwrap();
+    h.connect(1);
+    h.publish(1, "t", 3);
+    h.core.close_storage().unwrap();
+    let topic_dir = root.path().join("topics").join("t");
+    std::fs::write(topic_dir.join("topic.json"), b"{ damaged").unwrap();
+
+    h = Harness::new(config.clone()); // drops the first core, which unlocks the data directory
+    let storage = DiskStorage::open(root.path(), options).unwrap();
+    h.core = Core::new(config, Box::new(storage), h.now()).unwrap();
+    h.connect(1);
+    let refused = |reply: Response| match reply {
+        Response::Error { code: ErrorCode::STORAGE_ERROR, message } => {
+            assert!(message.contains(&topic_dir.display().to_string()), "{message}");
+            assert!(message.contains("or remove the directory"), "{message}");
+        }
+        other => panic!("expected STORAGE_ERROR, got {other:?}"),
+    };
+    let records = vec![Record { key: None, value: Bytes::from_static(b"new") }];
+    refused(h.request(1, Request::Publish { topic: "t".into(), records }));
+    refused(h.request(
+        1,
+        Request::CreateTopic(CreateTopic {
+            topic: "t".into(),
+            partitions: 1,
+            retention_bytes: 0,
+            retention_ms: 0,
+        }),
+    ));
+    refused(h.request(
+        1,
+        Request::Subscribe {
+            topic: "t".into(),
+            group: "g".into(),
+            start: StartPosition::Earliest,
+            credit: 10,
+        },
+    ));
+    assert_eq!(std::fs::read(topic_dir.join("topic.json")).unwrap(), b"{ damaged");
+    // The broker goes on: other topics work, and so does "t" once its directory is removed.
+    assert_eq!(h.request(1, Request::Ping), Response::Pong);
+    h.publish(1, "u", 2);
+    std::fs::remove_dir_all(&topic_dir).unwrap();
+    let records = vec![Record { key: None, value: Bytes::from_static(b"new") }];
+    let Response::Published(p) = h.request(1, Request::Publish { topic: "t".into(), records })
+    else {
+        panic!()
+    };
+    assert_eq!(p[0].offset, 0, "a new topic, without the old records");
+}
+
+#[test]
+fn an_unusable_checkpoint_restores_no_group_and_subscribe_chooses_where_it_starts() {
+    for checkpoint in ["{ not json", r#"{"version":2,"groups":[]}"#] {
+        let storage = Restarted { checkpoint };
+        let mut h = Harness::new(CoreConfig::default());
+        h.core = Core::new(CoreConfig::default(), Box::new(storage), h.now()).unwrap();
+        assert_eq!(h.core.committed("t", "g", 0), None, "no group restored");
+        assert!(h.core.checkpoint_changed().is_some(), "the next checkpoint replaces the file");
+        h.connect(1);
+        let r = h.request(
+            1,
+            Request::Subscribe {
+                topic: "t".into(),
+                group: "late".into(),
+                start: StartPosition::Latest,
+                credit: 10,
+            },
+        );
+        assert_eq!(r, Response::Subscribed { partitions: 1 });
+        assert!(h.pump().is_empty(), "{checkpoint}: the group starts where SUBSCRIBE asked");
+        h.connect(2);
+        h.subscribe(2, "t", "early", 10);
+        assert_eq!(h.pump().len(), 3, "{checkpoint}: from the oldest record when asked");
+    }
+}

@@ -166,10 +166,12 @@ pub trait Storage: std::fmt::Debug + Send {
     /// Storage failures.
     fn load(&mut self) -> Result<(Vec<LoadedTopic>, Option<Vec<u8>>), StorageError>;
 
-    /// Creates a topic's partitions and saves its settings.
+    /// Creates a topic's partitions and saves its settings. Called only for topics that are
+    /// not loaded nor created yet.
     ///
     /// # Errors
-    /// Storage failures, e.g. a full disk.
+    /// Storage failures, e.g. a full disk; on disk also leftovers of a topic of that name that
+    /// was not loaded at start (see [`disk::DataDir::create_topic`]), which are left untouched.
     fn create_topic(
         &mut self,
         topic: &str,
@@ -279,12 +281,12 @@ impl Storage for DiskStorage {
         topic: &str,
         meta: TopicMeta,
     ) -> Result<Vec<Box<dyn PartitionLog>>, StorageError> {
-        let mut logs: Vec<Box<dyn PartitionLog>> = Vec::with_capacity(meta.partitions as usize);
-        for p in 0..meta.partitions {
-            logs.push(Box::new(self.dir.open_partition(topic, p)?));
-        }
-        self.dir.save_topic(topic, &meta)?;
-        Ok(logs)
+        Ok(self
+            .dir
+            .create_topic(topic, &meta)?
+            .into_iter()
+            .map(|log| Box::new(log) as Box<dyn PartitionLog>)
+            .collect())
     }
 
     fn save_checkpoint(&mut self, bytes: &[u8]) -> Result<(), StorageError> {

@@ -43,6 +43,9 @@ pub struct DiskOptions {
     pub fail_allocation: Option<Arc<AtomicBool>>,
     /// Test hook: while set, flushes (`syncfs`) fail as if the disk reported an I/O error.
     pub fail_flush: Option<Arc<AtomicBool>>,
+    /// Test hook: while set, creating a segment fails after its file was pre-sized, as if
+    /// mapping it, flushing its header or syncing its directory failed.
+    pub fail_segment_setup: Option<Arc<AtomicBool>>,
 }
 
 impl Default for DiskOptions {
@@ -53,6 +56,7 @@ impl Default for DiskOptions {
             recent_bytes: 1024 * 1024,
             fail_allocation: None,
             fail_flush: None,
+            fail_segment_setup: None,
         }
     }
 }
@@ -94,11 +98,7 @@ impl DiskLog {
             let name = entry?.file_name();
             let name = name.to_string_lossy();
             // Only canonical names (`{base:020}.log`) are segments; anything else is left alone.
-            match name
-                .strip_suffix(".log")
-                .filter(|b| b.len() == 20)
-                .and_then(|b| b.parse::<u64>().ok())
-            {
+            match segment::parse_name(&name) {
                 Some(base) => bases.push(base),
                 None if name.ends_with(".log") => {
                     warn!("{}: {name} is not a segment name; ignored", dir.display())
@@ -110,7 +110,13 @@ impl DiskLog {
         let mut sealed = BTreeMap::new();
         let mut corruptions = Vec::new();
         let active = match bases.split_last() {
-            None => Segment::create(dir, 0, options.segment_bytes, options.index_interval_bytes)?,
+            None => Segment::create(
+                dir,
+                0,
+                options.segment_bytes,
+                options.index_interval_bytes,
+                options.fail_segment_setup.as_deref(),
+            )?,
             Some((&last, older)) => {
                 for &base in older {
                     let s = Segment::open(dir, base, false, true, 0, options.index_interval_bytes)?;
@@ -159,7 +165,13 @@ impl DiskLog {
         }
         let capacity = self.options.segment_bytes.max(SEGMENT_HEADER_BYTES + record_bytes);
         let base = self.active.next_offset;
-        let next = Segment::create(&self.dir, base, capacity, self.options.index_interval_bytes)?;
+        let next = Segment::create(
+            &self.dir,
+            base,
+            capacity,
+            self.options.index_interval_bytes,
+            self.options.fail_segment_setup.as_deref(),
+        )?;
         let mut old = std::mem::replace(&mut self.active, next);
         // Even if sealing fails the old segment stays readable (still mapped); the error goes
         // to the publisher, and the next start recovers the segment by scanning it.
@@ -441,6 +453,61 @@ impl DataDir {
         }
         topics.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(topics)
+    }
+
+    /// Creates a new topic: its partitions, then its `topic.json`.
+    ///
+    /// The topic's directory must not exist yet (an empty one is taken over). One that exists
+    /// was not loaded at start: its `topic.json` is missing, unreadable or gives a partition
+    /// count out of range, or a creation stopped half-way (a crash). Its records must neither
+    /// be mixed into the new topic nor deleted unasked, so the creation is refused until the
+    /// operator repairs or removes it. A creation that fails removes what it made, so that a
+    /// later one can succeed.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`] of kind `AlreadyExists` naming the directory if it exists and is
+    /// not empty; storage failures such as a full disk.
+    pub fn create_topic(
+        &self,
+        topic: &str,
+        meta: &TopicMeta,
+    ) -> Result<Vec<DiskLog>, StorageError> {
+        let dir = self.topic_dir(topic);
+        match std::fs::symlink_metadata(&dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Ok(m) if m.is_dir() && std::fs::read_dir(&dir)?.next().is_none() => {}
+            Ok(_) => {
+                return Err(StorageError::Io(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} exists but was not loaded at start (no readable topic.json, a partition count out of range, or a creation that stopped half-way); topic {topic} cannot be created over it: repair its topic.json and restart mqd, or remove the directory",
+                        dir.display()
+                    ),
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let created = (0..meta.partitions)
+            .map(|p| self.open_partition(topic, p))
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(|logs| self.save_topic(topic, meta).map(|()| logs));
+        if created.is_err() {
+            // The partitions opened so far were dropped (unmapped) by `collect` or `and_then`;
+            // everything in the directory was made by this call.
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {
+                    if let Err(e) = segment::sync_dir(&self.root.join("topics")) {
+                        warn!("{}: removal not made durable: {e}", dir.display());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => warn!(
+                    "{}: not removed after the failed creation of topic {topic}: {e}; creating it again fails until the directory is removed",
+                    dir.display()
+                ),
+            }
+        }
+        created
     }
 
     /// Saves a new topic's settings.

@@ -11,6 +11,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use log::{info, warn};
 use memmap2::{Mmap, MmapMut};
@@ -88,6 +89,20 @@ pub fn paths(dir: &Path, base_offset: u64) -> (PathBuf, PathBuf) {
     (dir.join(format!("{base_offset:020}.log")), dir.join(format!("{base_offset:020}.index")))
 }
 
+/// Digits in a segment file name: enough for every u64.
+const NAME_DIGITS: usize = 20;
+
+/// The base offset named by a segment file name: exactly [`NAME_DIGITS`] ASCII digits, then
+/// `.log`, as [`paths`] writes it. `None` for anything else, including a sign (`+…`, which
+/// `u64::from_str` would accept) and a number above `u64::MAX`.
+pub fn parse_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".log")?;
+    if digits.len() != NAME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 /// Pre-sizes `file` to `len` bytes with real blocks, so that writes through the map can never
 /// meet a full disk (which would be SIGBUS, not an error).
 fn allocate(file: &File, len: usize) -> Result<(), StorageError> {
@@ -124,6 +139,60 @@ fn map_read(file: &File) -> io::Result<Mmap> {
     unsafe { Mmap::map(file) }
 }
 
+/// Pre-sizes a new segment file, maps it and writes its header; the header and the new
+/// directory entry are made durable, so that a crash can never leave a segment file without
+/// its header behind once this returns.
+fn set_up(
+    dir: &Path,
+    file: &File,
+    base_offset: u64,
+    capacity: usize,
+    fail_setup: Option<&AtomicBool>,
+) -> Result<MmapMut, StorageError> {
+    allocate(file, capacity)?;
+    if fail_setup.is_some_and(|f| f.load(Ordering::SeqCst)) {
+        return Err(StorageError::Io(io::Error::other("injected: segment set-up failed")));
+    }
+    let mut map = map_mut(file)?;
+    record::write_segment_header(&mut map[..SEGMENT_HEADER_BYTES], base_offset);
+    map.flush_range(0, SEGMENT_HEADER_BYTES)?;
+    sync_dir(dir)?;
+    Ok(map)
+}
+
+/// Opens a file left at a new segment's name by a creation whose cleanup failed, emptied for
+/// reuse, if it holds no record: it is empty, all zeros, or this segment's header followed by
+/// zeros.
+///
+/// # Errors
+/// An `AlreadyExists` error naming the file if it holds anything else (it is left as it is),
+/// or I/O failures.
+fn take_over_leftover(log_path: &Path, base_offset: u64) -> Result<File, StorageError> {
+    let file = OpenOptions::new().read(true).write(true).open(log_path)?;
+    let holds_nothing = if file.metadata()?.len() == 0 {
+        true
+    } else {
+        let map = map_read(&file)?;
+        let zeros_from = match record::read_segment_header(&map) {
+            Some(b) if b == base_offset => SEGMENT_HEADER_BYTES,
+            _ => 0,
+        };
+        map[zeros_from..].iter().all(|&b| b == 0)
+    };
+    if !holds_nothing {
+        return Err(StorageError::Io(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} already exists and holds data; a new segment cannot be created there (move it away)",
+                log_path.display()
+            ),
+        )));
+    }
+    warn!("{}: left by a failed segment creation and holds no record; reused", log_path.display());
+    file.set_len(0)?;
+    Ok(file)
+}
+
 impl Segment {
     /// A segment of `file` with only its header: no records, no index yet.
     fn empty(
@@ -153,35 +222,57 @@ impl Segment {
 
     /// Creates a new active segment at `base_offset`, pre-sized to `capacity` bytes.
     ///
+    /// A file of that name left by an earlier attempt whose cleanup failed is taken over if
+    /// it holds no record (empty, all zeros, or only this segment's header and zeros); one
+    /// that holds anything else is an error and is not touched. `fail_setup` is the test hook
+    /// [`super::DiskOptions::fail_segment_setup`].
+    ///
     /// # Errors
-    /// [`StorageError::Full`] when the disk cannot hold it; no file is left behind then.
+    /// [`StorageError::Full`] when the disk cannot hold it, I/O failures of pre-sizing, mapping,
+    /// flushing the header or syncing the directory. The file is deleted again on every
+    /// failure after it was created (a failed deletion is logged), so a later attempt starts
+    /// afresh.
     pub fn create(
         dir: &Path,
         base_offset: u64,
         capacity: usize,
         index_interval_bytes: usize,
+        fail_setup: Option<&AtomicBool>,
     ) -> Result<Segment, StorageError> {
         let (log_path, _) = paths(dir, base_offset);
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&log_path)?;
-        if let Err(e) = allocate(&file, capacity) {
-            drop(file);
-            let _ = std::fs::remove_file(&log_path);
-            return Err(e);
+        let file = match OpenOptions::new().read(true).write(true).create_new(true).open(&log_path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                take_over_leftover(&log_path, base_offset)?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match set_up(dir, &file, base_offset, capacity, fail_setup) {
+            Ok(map) => Ok(Segment::empty(
+                log_path,
+                file,
+                Map::Active(map),
+                base_offset,
+                capacity,
+                index_interval_bytes,
+            )),
+            Err(e) => {
+                drop(file);
+                match std::fs::remove_file(&log_path).and_then(|()| sync_dir(dir)) {
+                    Ok(()) => {}
+                    Err(r) if log_path.exists() => warn!(
+                        "{}: not deleted after a failed segment creation: {r}; the next attempt reuses it",
+                        log_path.display()
+                    ),
+                    Err(r) => warn!(
+                        "{}: deletion after a failed segment creation not made durable: {r}",
+                        log_path.display()
+                    ),
+                }
+                Err(e)
+            }
         }
-        let mut map = map_mut(&file)?;
-        record::write_segment_header(&mut map[..SEGMENT_HEADER_BYTES], base_offset);
-        // The header and the new directory entry are made durable now, so that a crash can
-        // never leave a segment file without its header behind.
-        map.flush_range(0, SEGMENT_HEADER_BYTES)?;
-        sync_dir(dir)?;
-        Ok(Segment::empty(
-            log_path,
-            file,
-            Map::Active(map),
-            base_offset,
-            capacity,
-            index_interval_bytes,
-        ))
     }
 
     /// Opens an existing segment. `active` ones are re-extended to `capacity` and writable.

@@ -15,6 +15,7 @@ fn options() -> DiskOptions {
         recent_bytes: 0,
         fail_allocation: None,
         fail_flush: None,
+        fail_segment_setup: None,
     }
 }
 
@@ -367,4 +368,205 @@ fn a_topic_json_with_zero_partitions_is_skipped_not_a_panic() {
         .unwrap();
     let names: Vec<String> = data.topics().unwrap().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, vec!["good".to_string()]);
+}
+
+#[test]
+fn only_twenty_ascii_digits_and_log_name_a_segment() {
+    assert_eq!(segment::parse_name("00000000000000118934.log"), Some(118_934));
+    assert_eq!(segment::parse_name("18446744073709551615.log"), Some(u64::MAX));
+    for name in [
+        "+0000000000000000001.log",
+        "-0000000000000000001.log",
+        " 0000000000000000001.log",
+        "18446744073709551616.log",
+        "000000000000000000001.log",
+        "0000000000000000001.log",
+        "119.log",
+        "00000000000000000001.index",
+    ] {
+        assert_eq!(segment::parse_name(name), None, "{name}");
+    }
+    // A signed name beside the segments was taken as offset 1, and the start then failed
+    // opening `00000000000000000001.log`, which does not exist.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = DiskLog::open(dir.path(), false, options()).unwrap();
+    fill(&mut log, 0, 10);
+    drop(log);
+    let signed = dir.path().join("+0000000000000000001.log");
+    std::fs::write(&signed, b"junk").unwrap();
+    let mut log = DiskLog::open(dir.path(), false, options()).unwrap();
+    assert_prefix(&log, 10);
+    fill(&mut log, 10, 20);
+    drop(log);
+    assert_prefix(&DiskLog::open(dir.path(), false, options()).unwrap(), 20);
+    assert_eq!(std::fs::read(&signed).unwrap(), b"junk", "left alone");
+}
+
+/// Appends records as [`fill`] does from `from` until the next one would roll the active
+/// segment; returns that record's offset (the base offset of the next segment).
+fn fill_to_roll(log: &mut DiskLog, from: u64) -> u64 {
+    let mut i = from;
+    loop {
+        let key_len = if i.is_multiple_of(3) { format!("k{i}").len() } else { 0 };
+        if record::encoded_len(key_len, value(i).len()) > log.active.room() {
+            log.sync().unwrap();
+            return i;
+        }
+        fill(log, i, i + 1);
+        i += 1;
+    }
+}
+
+#[test]
+fn a_segment_whose_set_up_fails_is_deleted_and_a_later_roll_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = Arc::new(AtomicBool::new(false));
+    let mut log = DiskLog::open(
+        dir.path(),
+        false,
+        DiskOptions { fail_segment_setup: Some(broken.clone()), ..options() },
+    )
+    .unwrap();
+    let next = fill_to_roll(&mut log, 0);
+    let segments = log.segments();
+    broken.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        // Every attempt fails for the injected cause, never for "File exists".
+        let err = log.append(1_000 + next, None, value(next)).unwrap_err();
+        assert!(err.to_string().contains("injected: segment set-up failed"), "{err}");
+        assert!(!dir.path().join(format!("{next:020}.log")).exists(), "the new file is deleted");
+        assert_eq!(log.segments(), segments);
+        assert_eq!(log.next_offset(), next);
+    }
+    broken.store(false, Ordering::SeqCst);
+    fill(&mut log, next, next + 100);
+    assert!(log.segments() > segments);
+    drop(log);
+    assert_prefix(&DiskLog::open(dir.path(), false, options()).unwrap(), next + 100);
+}
+
+#[test]
+fn a_leftover_file_holding_no_record_is_reused_by_the_next_roll_and_one_with_data_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = DiskLog::open(dir.path(), false, options()).unwrap();
+    let mut next = 0;
+    // As a failed creation whose deletion also failed can leave it: empty, all zeros (header
+    // not written), or the header and zeros (the directory sync failed).
+    let leftovers: [fn(u64) -> Vec<u8>; 3] = [
+        |_| Vec::new(),
+        |_| vec![0u8; SEGMENT_BYTES],
+        |base| {
+            let mut bytes = vec![0u8; SEGMENT_BYTES];
+            record::write_segment_header(&mut bytes[..SEGMENT_HEADER_BYTES], base);
+            bytes
+        },
+    ];
+    for leftover in leftovers {
+        next = fill_to_roll(&mut log, next);
+        std::fs::write(dir.path().join(format!("{next:020}.log")), leftover(next)).unwrap();
+        let segments = log.segments();
+        fill(&mut log, next, next + 1);
+        next += 1;
+        assert_eq!(log.segments(), segments + 1, "rolled into the leftover file");
+    }
+    next = fill_to_roll(&mut log, next);
+    let path = dir.path().join(format!("{next:020}.log"));
+    let mut junk = vec![0u8; SEGMENT_BYTES];
+    junk[100] = 1;
+    std::fs::write(&path, &junk).unwrap();
+    let err = log.append(1_000 + next, None, value(next)).unwrap_err();
+    assert!(err.to_string().contains("already exists and holds data"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), junk, "a file with data is not touched");
+    std::fs::remove_file(&path).unwrap();
+    fill(&mut log, next, next + 50);
+    drop(log);
+    assert_prefix(&DiskLog::open(dir.path(), false, options()).unwrap(), next + 50);
+}
+
+fn disk_storage(root: &Path, options: DiskOptions) -> crate::storage::DiskStorage {
+    crate::storage::DiskStorage::open(root, options).unwrap()
+}
+
+#[test]
+fn a_topic_directory_not_loaded_at_start_is_not_created_over() {
+    use crate::storage::Storage;
+    let root = tempfile::tempdir().unwrap();
+    let meta = TopicMeta { partitions: 2, retention_bytes: 0, retention_ms: 0 };
+    let topics = root.path().join("topics");
+    let mut storage = disk_storage(root.path(), options());
+    for topic in ["zero", "unreadable", "good"] {
+        let mut logs = storage.create_topic(topic, meta).unwrap();
+        for log in &mut logs {
+            log.append(1_000, None, value(0)).unwrap();
+            log.close().unwrap();
+        }
+    }
+    drop(storage);
+    // One topic.json gives 0 partitions, one does not parse: both topics are skipped at start.
+    std::fs::write(
+        topics.join("zero/topic.json"),
+        br#"{"partitions":0,"retention_bytes":0,"retention_ms":0}"#,
+    )
+    .unwrap();
+    std::fs::write(topics.join("unreadable/topic.json"), b"{ not json").unwrap();
+    let segment =
+        |topic: &str| std::fs::read(topics.join(topic).join("0").join(format!("{:020}.log", 0)));
+    let before: Vec<_> = ["zero", "unreadable"]
+        .iter()
+        .map(|t| (std::fs::read(topics.join(t).join("topic.json")).unwrap(), segment(t).unwrap()))
+        .collect();
+    let mut storage = disk_storage(root.path(), options());
+    let (loaded, _) = storage.load().unwrap();
+    let names: Vec<&str> = loaded.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(names, ["good"]);
+    for (topic, before) in ["zero", "unreadable"].iter().zip(&before) {
+        let err = storage.create_topic(topic, meta).unwrap_err();
+        let StorageError::Io(e) = &err else { panic!("{err:?}") };
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        let message = e.to_string();
+        assert!(message.contains(&topics.join(topic).display().to_string()), "{message}");
+        assert!(message.contains("repair its topic.json and restart mqd, or remove the directory"));
+        let after = (
+            std::fs::read(topics.join(topic).join("topic.json")).unwrap(),
+            segment(topic).unwrap(),
+        );
+        assert_eq!(&after, before, "{topic}: neither rewritten nor deleted");
+    }
+    // Once the operator removed the directory, the topic is created anew, without old records.
+    std::fs::remove_dir_all(topics.join("zero")).unwrap();
+    let logs = storage.create_topic("zero", meta).unwrap();
+    assert!(logs.iter().all(|l| l.next_offset() == 0));
+    // An empty directory holds nothing to protect.
+    std::fs::create_dir(topics.join("empty")).unwrap();
+    assert_eq!(storage.create_topic("empty", meta).unwrap().len(), 2);
+}
+
+#[test]
+fn a_failed_topic_creation_removes_what_it_made_so_a_retry_succeeds() {
+    use crate::storage::Storage;
+    let root = tempfile::tempdir().unwrap();
+    let broken = Arc::new(AtomicBool::new(false));
+    let mut storage = disk_storage(
+        root.path(),
+        DiskOptions { fail_segment_setup: Some(broken.clone()), ..options() },
+    );
+    let meta = TopicMeta { partitions: 3, retention_bytes: 0, retention_ms: 0 };
+    broken.store(true, Ordering::SeqCst);
+    // The first partition's directory is made before its segment fails: half-way.
+    let err = storage.create_topic("t", meta).unwrap_err();
+    assert!(err.to_string().contains("injected"), "{err}");
+    assert!(!root.path().join("topics/t").exists(), "the half-made topic is removed");
+    broken.store(false, Ordering::SeqCst);
+    let mut logs = storage.create_topic("t", meta).unwrap();
+    assert_eq!(logs.len(), 3);
+    logs[2].append(1_000, None, value(0)).unwrap();
+    for log in &mut logs {
+        log.close().unwrap();
+    }
+    drop(logs);
+    storage.mark_clean().unwrap();
+    drop(storage);
+    let (loaded, _) = disk_storage(root.path(), options()).load().unwrap();
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0].2[2].next_offset(), 1);
 }
