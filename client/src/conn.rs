@@ -425,7 +425,10 @@ impl Link {
     }
 }
 
+/// Whether another connection attempt may succeed where this one failed. A refused token
+/// (`AUTH_FAILED`, `AUTH_REQUIRED`) is not: the broker refuses every connection alike.
 fn is_worth_retrying(e: &ClientError) -> bool {
-    matches!(e, ClientError::Unreachable { .. } | ClientError::Protocol(_))
-        || e.is_connection_lost()
+    let transient = matches!(e, ClientError::Unreachable { .. } | ClientError::Protocol(_))
+        || e.is_connection_lost();
+    transient && !e.is_auth_refused()
 }

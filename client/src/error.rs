@@ -74,6 +74,15 @@ impl ClientError {
         }
     }
 
+    /// Whether the broker refused this client's credentials: a wrong token
+    /// (`AUTH_FAILED`), or no token where the broker requires one (`AUTH_REQUIRED`). Every
+    /// connection would be refused the same way, so the client never retries it: a first
+    /// connect and a reconnect both report it at once, never as
+    /// [`ClientError::GaveUp`]. A program should stop and say so rather than try again.
+    pub fn is_auth_refused(&self) -> bool {
+        matches!(self.code(), Some(ErrorCode::AUTH_FAILED | ErrorCode::AUTH_REQUIRED))
+    }
+
     /// Whether the connection this error came on is lost, so that a reconnect (and a resend
     /// of what had no reply) may succeed. Errors the broker will repeat on any connection
     /// (a refused token, a frame it finds too large) are not worth a reconnect.
@@ -145,5 +154,14 @@ mod tests {
         let gave_up =
             ClientError::GaveUp { attempts: 3, last_error: Box::new(ClientError::Closed) };
         assert!(!gave_up.is_connection_lost());
+    }
+
+    #[test]
+    fn refused_tokens_are_named() {
+        assert!(ClientError::broker(ErrorCode::AUTH_FAILED, "wrong token").is_auth_refused());
+        assert!(ClientError::broker(ErrorCode::AUTH_REQUIRED, "").is_auth_refused());
+        assert!(!ClientError::broker(ErrorCode::AUTH_TIMEOUT, "").is_auth_refused());
+        assert!(!ClientError::broker(ErrorCode::BAD_ARG, "").is_auth_refused());
+        assert!(!ClientError::Closed.is_auth_refused());
     }
 }

@@ -12,7 +12,9 @@
 //! answers. When a connection is lost, producers and consumers reconnect on their own, with
 //! exponential backoff and full jitter ([`BackoffConfig`]), and report
 //! [`ClientError::GaveUp`] once the policy's bounds (attempts, total time) are spent; the
-//! producer then sends again what had no reply, the consumer subscribes again. Delivery is
+//! producer then sends again what had no reply, the consumer subscribes again. A broker
+//! that refuses the token ([`ClientError::is_auth_refused`]) is not retried: the connect or
+//! reconnect that met the refusal reports it at once. Delivery is
 //! at least once in both directions: a record may be stored twice (a resent batch) and
 //! delivered twice (a redelivery), never dropped without an error saying so.
 //!

@@ -3,7 +3,9 @@
 //!
 //! Exit codes: 0 when every row read was acknowledged or skipped for a reason (and not
 //! every row failed); 1 when records were left unacknowledged, every row failed, the file
-//! had no data rows, or reading broke off; 2 for a usage error or an unreadable input.
+//! had no data rows, or reading broke off; 2 for a usage error, an unreadable input, or a
+//! token the broker refuses (the run stops at once then, with `telemetry-streamer: auth
+//! refused: ...` as the last line on stderr: retrying cannot help).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,7 +25,7 @@ use mq_tools::{split_addrs, ADDR_DEFAULT};
     name = "telemetry-streamer",
     version,
     args_override_self = true,
-    after_help = "Exit codes: 0 ok, 1 records unacknowledged or every row failed, 2 usage or input error."
+    after_help = "Exit codes: 0 ok, 1 records unacknowledged or every row failed, 2 usage or input error, or the broker refused the auth token."
 )]
 struct Cli {
     /// TOML file of flags (`shard = "0/2"`, `loop = true`, `rate = 500`); flags on the
@@ -99,7 +101,8 @@ struct Cli {
     /// Seconds between progress lines on stderr; 0 for none.
     #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
     progress: f64,
-    /// Shared secret, if the broker requires one.
+    /// Shared secret, if the broker requires one. A token the broker refuses stops the
+    /// streamer at once (exit code 2): no retry can help.
     #[arg(long, env = "MQ_AUTH_TOKEN", hide_env_values = true)]
     auth_token: Option<String>,
 }
@@ -130,6 +133,9 @@ fn main() -> ExitCode {
     match streamer::run(&options, stop, &mut out) {
         Ok(summary) => {
             eprint!("{}", summary.text());
+            if let Some(refusal) = &summary.auth_refused {
+                eprintln!("telemetry-streamer: {refusal}");
+            }
             ExitCode::from(summary.exit_code())
         }
         Err(e @ RunError::HeaderOnly) => {

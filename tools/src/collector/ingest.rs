@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use mq_client::{
     Backoff, BackoffConfig, ClientConfig, ClientError, Consumer, ConsumerConfig, Message,
 };
@@ -71,7 +71,16 @@ struct Pending {
 
 /// Runs ingest until `stop` is set; then finishes the batches in flight, acknowledges
 /// them, commits and leaves the group. Returns when all that is done.
-pub fn run(config: IngestConfig, store: Store, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
+///
+/// # Errors
+/// The broker refused the token ([`ClientError::is_auth_refused`]): no retry can help, so
+/// ingest sets `stop` (the whole collector stops) and returns the refusal.
+pub fn run(
+    config: IngestConfig,
+    store: Store,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), ClientError> {
     let (to_writer, batches) = mpsc::sync_channel::<Vec<Parsed>>(BATCHES_IN_FLIGHT_MAX);
     let (verdicts_tx, verdicts) = mpsc::channel();
     let writer = thread::Builder::new()
@@ -79,8 +88,17 @@ pub fn run(config: IngestConfig, store: Store, shared: Arc<Shared>, stop: Arc<At
         .spawn(move || write_loop(store, batches, verdicts_tx))
         .expect("spawn the writer thread");
     let mut warnings = WarnLimiter::default();
+    let mut refused = Ok(());
     while !stop.load(Relaxed) {
-        let Some(mut consumer) = subscribe(&config, &shared, &stop) else { break };
+        let mut consumer = match subscribe(&config, &shared, &stop) {
+            Ok(Some(consumer)) => consumer,
+            Ok(None) => break,
+            Err(e) => {
+                stop.store(true, Relaxed);
+                refused = Err(e);
+                break;
+            }
+        };
         let mut pending = VecDeque::new();
         let result = consume(
             &config,
@@ -116,6 +134,7 @@ pub fn run(config: IngestConfig, store: Store, shared: Arc<Shared>, stop: Arc<At
     if writer.join().is_err() {
         warn!("the writer thread panicked");
     }
+    refused
 }
 
 /// Commits and leaves the group, giving up after `wait` (a broker that is gone would
@@ -134,8 +153,13 @@ fn close_within(consumer: Consumer, group: &str, wait: Duration) {
     drop(closing);
 }
 
-/// Subscribes, retrying with backoff while the broker is unreachable, until `stop`.
-fn subscribe(config: &IngestConfig, shared: &Shared, stop: &AtomicBool) -> Option<Consumer> {
+/// Subscribes, retrying with backoff while the broker is unreachable, until `stop`
+/// (`Ok(None)`); a refused token is returned at once, as no retry can help.
+fn subscribe(
+    config: &IngestConfig,
+    shared: &Shared,
+    stop: &AtomicBool,
+) -> Result<Option<Consumer>, ClientError> {
     let consumer_config = ConsumerConfig { credit: config.credit, ..ConsumerConfig::default() };
     let policy =
         BackoffConfig { attempts_max: None, elapsed_max: None, ..BackoffConfig::default() };
@@ -157,7 +181,11 @@ fn subscribe(config: &IngestConfig, shared: &Shared, stop: &AtomicBool) -> Optio
                     addrs.join(",")
                 );
                 shared.stats.consuming.store(true, Relaxed);
-                return Some(consumer);
+                return Ok(Some(consumer));
+            }
+            Err(e) if e.is_auth_refused() => {
+                error!("the broker at {} refused the auth token ({e}); stopping", addrs.join(","));
+                return Err(e);
             }
             Err(e) => {
                 let wait = backoff.fail(Instant::now()).unwrap_or(Duration::from_secs(2));
@@ -166,7 +194,7 @@ fn subscribe(config: &IngestConfig, shared: &Shared, stop: &AtomicBool) -> Optio
             }
         }
     }
-    None
+    Ok(None)
 }
 
 fn sleep_unless(stop: &AtomicBool, total: Duration) {

@@ -109,7 +109,8 @@ pub struct CollectorConfig {
 /// acknowledges the batches in flight, and returns.
 ///
 /// # Errors
-/// The data directory cannot be opened or recovered, or the HTTP address cannot be bound.
+/// The data directory cannot be opened or recovered, the HTTP address cannot be bound, or
+/// the broker refused the auth token (then the collector stops at once).
 pub fn run(config: CollectorConfig) -> io::Result<()> {
     let shared = Arc::new(Shared::new(
         &config.store.data_dir,
@@ -147,13 +148,20 @@ pub fn run(config: CollectorConfig) -> io::Result<()> {
     let served = runtime.block_on(http::serve(listener, state, Arc::clone(&stop)));
     stop.store(true, Relaxed);
     info!("stopping: finishing the batches in flight");
-    if ingest.join().is_err() {
+    let consumed = ingest.join().unwrap_or_else(|_| {
         warn!("the consumer thread panicked");
-    }
+        Ok(())
+    });
     let _ = monitor.join();
     runtime.shutdown_timeout(Duration::from_secs(1));
     info!("stopped");
-    served
+    served?;
+    consumed.map_err(|e| {
+        io::Error::other(format!(
+            "auth refused: the broker refused the auth token ({e}); retrying cannot help: \
+             check --auth-token or MQ_AUTH_TOKEN"
+        ))
+    })
 }
 
 /// Asks the broker every second for its `STATS`: its health, the group's lag, and the

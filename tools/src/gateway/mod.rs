@@ -17,7 +17,7 @@
 //!
 //! Parameters are validated here too, so bad input gets the same 400 as from a collector.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
@@ -31,7 +31,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use log::{info, warn};
 
-use crate::api::params::{check_gpu_id, parse_series_query, parse_telemetry_query};
+use crate::api::params::{
+    check_gpu_id, parse_series_query, parse_telemetry_query, METRIC_PARAMS_MAX, QUERY_BYTES_MAX,
+};
 use crate::api::{
     json_bytes, protect, ApiError, DownstreamHealth, DownstreamStats, GatewayStatsBody, GpuInfo,
     GpuList, HealthBody, OverviewBody, OverviewGpu, PipelineBody, PipelineCollector, SeriesBody,
@@ -39,7 +41,8 @@ use crate::api::{
 };
 use crate::collector::http::{openapi, shutdown_signal, VERSION};
 use crate::collector::line::SampleKey;
-use crate::collector::query::encode_cursor;
+use crate::collector::query::{encode_cursor, LIMIT_MAX};
+use crate::collector::series::{Bucket, SeriesQuery};
 use crate::collector::timestamp::{format_ms_string, now_ms, parse_rfc3339_ms};
 
 /// Time a collector has to answer one request.
@@ -353,7 +356,7 @@ async fn gpu_series(
 ) -> Result<Response, ApiError> {
     let Path(gpu_id) = gpu_id.map_err(|e| ApiError::bad("gpu_id", e.body_text()))?;
     check_gpu_id(&gpu_id)?;
-    parse_series_query(raw.as_deref())?;
+    let query = parse_series_query(raw.as_deref())?;
     let holders = gateway.holders_of(&gpu_id).await?;
     let path = format!("/api/v1/gpus/{gpu_id}/series?{}", raw.unwrap_or_default());
     let answers = gateway.fan_out(&holders, &path).await;
@@ -364,14 +367,318 @@ async fn gpu_series(
         Ok(bodies) => bodies,
         Err(passed_on) => return Ok(passed_on),
     };
-    let merged = merge_series(bodies)
+    let shared = shared_buckets(&bodies);
+    let mut merged = merge_series(bodies)
         .ok_or_else(|| ApiError::not_found(format!("no telemetry for GPU {gpu_id}")))?;
+    if !shared.is_empty() {
+        gateway.settle_shared_buckets(&gpu_id, &query, &holders, &shared, &mut merged).await?;
+    }
     Ok(Json(merged).into_response())
+}
+
+/// Most samples the gateway reads from the collectors to settle the buckets several of
+/// them hold (one query, all collectors together). Past it the older shared buckets are
+/// left out, and `complete_from` says from when on the answer is whole.
+pub const SHARED_SAMPLES_MAX: usize = 2_000_000;
+/// Most time ranges of shared buckets read for one query: the nearest ones are joined
+/// beyond it (reading a few unshared buckets along), so a query makes few requests.
+const SHARED_RANGES_MAX: usize = 8;
+
+/// Per metric, the starts of the buckets that more than one answer holds: the only
+/// buckets where a sample several collectors stored can be counted twice.
+pub fn shared_buckets(bodies: &[SeriesBody]) -> BTreeMap<String, BTreeSet<i64>> {
+    let mut holders: BTreeMap<(&str, i64), usize> = BTreeMap::new();
+    for body in bodies {
+        for series in &body.series {
+            for bucket in &series.buckets {
+                *holders.entry((series.metric.as_str(), bucket.0)).or_default() += 1;
+            }
+        }
+    }
+    let mut shared: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+    for ((metric, start), n) in holders {
+        if n > 1 {
+            shared.entry(metric.to_string()).or_default().insert(start);
+        }
+    }
+    shared
+}
+
+/// A time range (inclusive) to read samples of some metrics in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampleRange {
+    /// First ms.
+    pub from_ms: i64,
+    /// Last ms.
+    pub to_ms: i64,
+    /// The metrics whose shared buckets lie in the range, sorted.
+    pub metrics: Vec<String>,
+}
+
+/// The ranges covering the `shared` buckets of length `step_ms` within the window
+/// `[start_ms, end_ms]`: adjacent buckets make one range, and the ranges nearest to each
+/// other are joined until at most `ranges_max` remain. Oldest first.
+pub fn shared_ranges(
+    shared: &BTreeMap<String, BTreeSet<i64>>,
+    step_ms: i64,
+    (start_ms, end_ms): (i64, i64),
+    ranges_max: usize,
+) -> Vec<SampleRange> {
+    let step_ms = step_ms.max(1);
+    let starts: BTreeSet<i64> = shared.values().flatten().copied().collect();
+    // (first bucket start, last bucket start)
+    let mut spans: Vec<(i64, i64)> = Vec::new();
+    for start in starts {
+        match spans.last_mut() {
+            Some(last) if last.1.saturating_add(step_ms) == start => last.1 = start,
+            _ => spans.push((start, start)),
+        }
+    }
+    while spans.len() > ranges_max.max(1) {
+        let nearest = (1..spans.len())
+            .min_by_key(|&i| spans[i].0.saturating_sub(spans[i - 1].1))
+            .expect("two spans or more");
+        spans[nearest - 1].1 = spans[nearest].1;
+        spans.remove(nearest);
+    }
+    spans
+        .into_iter()
+        .map(|(first, last)| {
+            let metrics = shared
+                .iter()
+                .filter(|(_, starts)| starts.range(first..=last).next().is_some())
+                .map(|(metric, _)| metric.clone())
+                .collect();
+            SampleRange {
+                from_ms: first.max(start_ms),
+                to_ms: last.saturating_add(step_ms - 1).min(end_ms),
+                metrics,
+            }
+        })
+        .collect()
+}
+
+/// One sample read back to settle shared buckets: its identity (as in telemetry merging:
+/// time, partition, offset, metric, the metric as an index into the range's list) and
+/// its value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RawSample {
+    /// Time, ms.
+    pub ts_ms: i64,
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+    /// Index of the metric in [`SampleRange::metrics`].
+    pub metric: u32,
+    /// Value.
+    pub value: f64,
+}
+
+/// The buckets of the shared `(metric, start)` pairs in `range`, from the samples every
+/// holder returned: each sample once (by time, partition, offset and metric, the identity
+/// telemetry merging uses), whichever collectors hold it. A shared pair without samples
+/// maps to `None`.
+pub fn settle_range(
+    range: &SampleRange,
+    shared: &BTreeMap<String, BTreeSet<i64>>,
+    step_ms: i64,
+    mut samples: Vec<RawSample>,
+) -> BTreeMap<(String, i64), Option<Bucket>> {
+    let step_ms = step_ms.max(1);
+    let key = |s: &RawSample| (s.ts_ms, s.partition, s.offset, s.metric);
+    samples.sort_unstable_by_key(key);
+    samples.dedup_by(|a, b| key(a) == key(b));
+    let mut settled: BTreeMap<(String, i64), Option<Bucket>> = BTreeMap::new();
+    for metric in &range.metrics {
+        let starts = shared.get(metric).into_iter().flatten();
+        for &start in starts.filter(|&&s| s + step_ms > range.from_ms && s <= range.to_ms) {
+            settled.insert((metric.clone(), start), None);
+        }
+    }
+    for s in samples {
+        if s.ts_ms < range.from_ms || s.ts_ms > range.to_ms {
+            continue;
+        }
+        let Some(metric) = range.metrics.get(s.metric as usize) else { continue };
+        let start = s.ts_ms.div_euclid(step_ms) * step_ms;
+        if let Some(slot) = settled.get_mut(&(metric.clone(), start)) {
+            let one = Bucket { count: 1, min: s.value, max: s.value, sum: s.value };
+            match slot {
+                Some(bucket) => bucket.merge(&one),
+                None => *slot = Some(one),
+            }
+        }
+    }
+    settled
+}
+
+impl Gateway {
+    /// Replaces the buckets of `merged` that several collectors hold (`shared`) by the
+    /// buckets of the samples themselves, read from every holder through their telemetry
+    /// query and each counted once. Reads at most [`SHARED_SAMPLES_MAX`] samples, newest
+    /// ranges first; shared buckets older than that are left out and `complete_from` moves
+    /// past them. `samples` is the sum of the counts after.
+    async fn settle_shared_buckets(
+        self: &Arc<Self>,
+        gpu_id: &str,
+        query: &SeriesQuery,
+        holders: &[usize],
+        shared: &BTreeMap<String, BTreeSet<i64>>,
+        merged: &mut SeriesBody,
+    ) -> Result<(), ApiError> {
+        let step_ms = merged.step_ms;
+        let ranges =
+            shared_ranges(shared, step_ms, (query.start_ms, query.end_ms), SHARED_RANGES_MAX);
+        let mut settled: BTreeMap<(String, i64), Option<Bucket>> = BTreeMap::new();
+        let mut budget = SHARED_SAMPLES_MAX;
+        let mut unsettled_to: Option<i64> = None;
+        for range in ranges.iter().rev() {
+            if unsettled_to.is_none() {
+                match self.read_range(gpu_id, range, holders, budget).await? {
+                    Some(samples) => {
+                        budget = budget.saturating_sub(samples.len());
+                        settled.extend(settle_range(range, shared, step_ms, samples));
+                        continue;
+                    }
+                    None => {
+                        warn!(
+                            "series of {gpu_id}: over {SHARED_SAMPLES_MAX} samples held by \
+                             several collectors; shared buckets before {} left out",
+                            format_ms_string(range.to_ms.saturating_add(1))
+                        );
+                        unsettled_to = Some(range.to_ms);
+                    }
+                }
+            }
+            // Over the budget: these shared buckets cannot be told right; leave them out.
+            for metric in &range.metrics {
+                let starts = shared.get(metric).into_iter().flatten();
+                for &start in starts.filter(|&&s| s + step_ms > range.from_ms && s <= range.to_ms) {
+                    settled.insert((metric.clone(), start), None);
+                }
+            }
+        }
+        let mut samples = 0;
+        for series in &mut merged.series {
+            series.buckets.retain_mut(|b| match settled.get(&(series.metric.clone(), b.0)) {
+                None => true,
+                Some(None) => false,
+                Some(Some(bucket)) => {
+                    *b = (
+                        b.0,
+                        bucket.count,
+                        bucket.min,
+                        bucket.max,
+                        bucket.sum / bucket.count as f64,
+                    );
+                    true
+                }
+            });
+            samples += series.buckets.iter().map(|b| b.1).sum::<u64>();
+        }
+        merged.series.retain(|s| !s.buckets.is_empty());
+        merged.samples = samples;
+        if let Some(to_ms) = unsettled_to {
+            let from = to_ms.saturating_add(1);
+            let ms = |t: &Option<String>| t.as_deref().and_then(|t| parse_rfc3339_ms(t).ok());
+            if ms(&merged.complete_from).is_none_or(|known| known < from) {
+                merged.complete_from = Some(format_ms_string(from));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every sample of `range` (its metrics only) from every holder, paging through their
+    /// telemetry query at once on all of them; `None` past `budget` samples.
+    async fn read_range(
+        self: &Arc<Self>,
+        gpu_id: &str,
+        range: &SampleRange,
+        holders: &[usize],
+        budget: usize,
+    ) -> Result<Option<Vec<RawSample>>, ApiError> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for &index in holders {
+            let (gateway, gpu_id, range) = (Arc::clone(self), gpu_id.to_string(), range.clone());
+            tasks.spawn(
+                async move { gateway.read_range_from(index, &gpu_id, &range, budget).await },
+            );
+        }
+        let mut samples = Vec::new();
+        let mut over = false;
+        while let Some(joined) = tasks.join_next().await {
+            let read = joined.map_err(|e| ApiError::internal(e.to_string()))?;
+            match read.map_err(|e| {
+                ApiError::unavailable(format!("a collector holding {gpu_id} is unreachable: {e}"))
+            })? {
+                Some(part) => samples.extend(part),
+                None => over = true,
+            }
+            over |= samples.len() > budget;
+        }
+        Ok((!over).then_some(samples))
+    }
+
+    /// The samples of `range` one collector holds, page by page; `Ok(None)` past `budget`.
+    async fn read_range_from(
+        &self,
+        index: usize,
+        gpu_id: &str,
+        range: &SampleRange,
+        budget: usize,
+    ) -> Result<Option<Vec<RawSample>>, String> {
+        let mut params: Vec<(&str, String)> = vec![
+            ("start_time", format_ms_string(range.from_ms)),
+            ("end_time", format_ms_string(range.to_ms)),
+            ("limit", LIMIT_MAX.to_string()),
+        ];
+        let filter = range.metrics.len() <= METRIC_PARAMS_MAX
+            && range.metrics.iter().map(|m| m.len() * 3 + 8).sum::<usize>() < QUERY_BYTES_MAX / 2;
+        if filter {
+            params.extend(range.metrics.iter().map(|m| ("metric", m.clone())));
+        }
+        let base = serde_urlencoded::to_string(&params).map_err(|e| e.to_string())?;
+        let mut samples = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/api/v1/gpus/{gpu_id}/telemetry?{base}&cursor={c}"),
+                None => format!("/api/v1/gpus/{gpu_id}/telemetry?{base}"),
+            };
+            let page: TelemetryPage = match self.fetch(index, &path).await? {
+                (StatusCode::OK, body) => serde_json::from_slice(&body)
+                    .map_err(|e| format!("{}: unreadable page: {e}", self.collectors[index]))?,
+                (StatusCode::NOT_FOUND, _) => return Ok(Some(samples)),
+                (status, _) => return Err(format!("{}: HTTP {status}", self.collectors[index])),
+            };
+            for s in page.samples {
+                let Ok(metric) = range.metrics.binary_search(&s.metric) else { continue };
+                let Ok(ts_ms) = parse_rfc3339_ms(&s.timestamp) else { continue };
+                samples.push(RawSample {
+                    ts_ms,
+                    partition: s.partition,
+                    offset: s.offset,
+                    metric: metric as u32,
+                    value: s.value,
+                });
+            }
+            if samples.len() > budget {
+                return Ok(None);
+            }
+            match page.next_cursor {
+                Some(next) if cursor.as_ref() != Some(&next) => cursor = Some(next),
+                _ => return Ok(Some(samples)),
+            }
+        }
+    }
 }
 
 /// Merges series of the same query from several collectors (the buckets line up, as the
 /// step and bucket starts depend on the query only): counts and sums add, least and
-/// greatest combine. A sample two collectors hold counts twice. `None` for no series.
+/// greatest combine. Right for buckets one collector holds; a bucket several hold may
+/// count a sample twice, which [`Gateway::settle_shared_buckets`] then puts right. `None`
+/// for no series.
 pub fn merge_series(bodies: Vec<SeriesBody>) -> Option<SeriesBody> {
     let mut bodies = bodies.into_iter();
     let mut merged = bodies.next()?;
@@ -698,6 +1005,83 @@ mod tests {
         assert_eq!((merged.samples, merged.source.as_str()), (6, "merged"));
         assert_eq!(merged.series[0].buckets, [(0, 2, 1.0, 3.0, 2.0), (1000, 4, 1.0, 9.0, 3.5)]);
         assert!(merge_series(vec![]).is_none());
+    }
+
+    fn series_body(series: Vec<(&str, Vec<SeriesBucket>)>) -> SeriesBody {
+        SeriesBody {
+            gpu_id: "g".into(),
+            start_time: String::new(),
+            end_time: String::new(),
+            step_ms: 1000,
+            samples: 0,
+            source: "cache".into(),
+            complete_from: None,
+            series: series
+                .into_iter()
+                .map(|(metric, buckets)| SeriesMetric { metric: metric.into(), buckets })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn only_buckets_several_collectors_hold_are_shared() {
+        let b = |t| (t, 1, 1.0, 1.0, 1.0);
+        let a = series_body(vec![("M", vec![b(0), b(1000)]), ("N", vec![b(0)])]);
+        let other = series_body(vec![("M", vec![b(1000), b(2000)]), ("N", vec![b(1000)])]);
+        let shared = shared_buckets(&[a, other]);
+        assert_eq!(shared.len(), 1);
+        assert_eq!(shared["M"], BTreeSet::from([1000]));
+    }
+
+    #[test]
+    fn shared_buckets_make_few_ranges_within_the_window() {
+        let shared = BTreeMap::from([
+            ("A".to_string(), BTreeSet::from([0, 1000, 2000, 9000])),
+            ("B".to_string(), BTreeSet::from([2000, 3000, 20_000])),
+        ]);
+        let ranges = shared_ranges(&shared, 1000, (500, 20_499), 8);
+        let spans: Vec<(i64, i64, Vec<String>)> =
+            ranges.into_iter().map(|r| (r.from_ms, r.to_ms, r.metrics)).collect();
+        let ab = vec!["A".to_string(), "B".to_string()];
+        assert_eq!(
+            spans,
+            [
+                (500, 3999, ab.clone()),
+                (9000, 9999, vec!["A".to_string()]),
+                (20_000, 20_499, vec!["B".to_string()]),
+            ],
+            "adjacent buckets join; the window clips the ends"
+        );
+        let joined = shared_ranges(&shared, 1000, (0, 30_000), 2);
+        assert_eq!(joined.len(), 2);
+        assert_eq!((joined[0].from_ms, joined[0].to_ms), (0, 9999), "the nearest joined");
+        assert_eq!(joined[0].metrics, ab);
+    }
+
+    #[test]
+    fn settled_buckets_count_each_sample_once() {
+        let shared = BTreeMap::from([("A".to_string(), BTreeSet::from([0, 1000, 2000]))]);
+        let range = SampleRange { from_ms: 0, to_ms: 2999, metrics: vec!["A".into(), "B".into()] };
+        let raw =
+            |ts_ms, offset, metric, value| RawSample { ts_ms, partition: 0, offset, metric, value };
+        let samples = vec![
+            raw(10, 1, 0, 2.0),
+            raw(10, 1, 0, 2.0), // the same sample from a second collector
+            raw(20, 2, 0, 4.0),
+            raw(10, 1, 1, 9.0), // another metric of the same record: not shared
+            raw(1500, 3, 0, 7.0),
+            raw(20, 3, 0, 6.0), // the same time, another record: a sample of its own
+        ];
+        let settled = settle_range(&range, &shared, 1000, samples);
+        let bucket = |count, min, max, sum| Some(Bucket { count, min, max, sum });
+        assert_eq!(
+            settled,
+            BTreeMap::from([
+                (("A".to_string(), 0), bucket(3, 2.0, 6.0, 12.0)),
+                (("A".to_string(), 1000), bucket(1, 7.0, 7.0, 7.0)),
+                (("A".to_string(), 2000), None),
+            ])
+        );
     }
 
     #[test]

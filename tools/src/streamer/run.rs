@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
+use mq_client::{ClientError, ErrorCode};
 
 use super::convert::Clock;
 use super::rate::RateLimiter;
@@ -101,13 +102,19 @@ pub struct Summary {
     pub input_error: Option<String>,
     /// Whether it was a dry run.
     pub dry_run: bool,
+    /// Set when the broker refused the auth token and the run stopped for it: what to
+    /// tell the user (see [`auth_refusal_message`]).
+    pub auth_refused: Option<String>,
 }
 
 impl Summary {
     /// 0 when every row read was acknowledged, skipped or failed on its own and not every
     /// row failed; 1 when records were left unacknowledged, every row failed, or reading
-    /// broke off.
+    /// broke off; 2 when the broker refused the auth token.
     pub fn exit_code(&self) -> u8 {
+        if self.auth_refused.is_some() {
+            return 2;
+        }
         let c = &self.counters;
         let failed = c.skipped_total() + c.too_large + c.rejected;
         let all_failed = c.rows > 0 && failed == c.rows;
@@ -159,8 +166,32 @@ pub fn run(
         }
     };
     info!("{} passes over the input", rows.passes());
+    let auth_refused =
+        counters.auth_refused.get().map(|e| auth_refusal_message(e, &options.worker.addrs));
     let counters = counters.snapshot();
-    Ok(Summary { counters, elapsed: started.elapsed(), input_error, dry_run: options.dry_run })
+    Ok(Summary {
+        counters,
+        elapsed: started.elapsed(),
+        input_error,
+        dry_run: options.dry_run,
+        auth_refused,
+    })
+}
+
+/// The sentence for a token the broker refused (`AUTH_FAILED`: wrong; `AUTH_REQUIRED`:
+/// none given), naming the broker, its answer and the setting to fix.
+pub fn auth_refusal_message(error: &ClientError, addrs: &[String]) -> String {
+    let broker = addrs.join(",");
+    match error.code() {
+        Some(ErrorCode::AUTH_REQUIRED) => format!(
+            "auth refused: the broker at {broker} requires an auth token and none was given \
+             ({error}); set --auth-token or MQ_AUTH_TOKEN"
+        ),
+        _ => format!(
+            "auth refused: the broker at {broker} refused the auth token ({error}); retrying \
+             cannot help: check --auth-token or MQ_AUTH_TOKEN"
+        ),
+    }
 }
 
 fn open_input(options: &Options) -> Result<(Box<dyn Source + Send>, Option<PathBuf>), RunError> {

@@ -6,7 +6,10 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use mq_client::ClientError;
 
 use crate::{human_count, human_rate};
 
@@ -46,6 +49,9 @@ pub struct Counters {
     pub unacked: AtomicU64,
     /// Records read but never sent because a stop came first.
     pub unsent: AtomicU64,
+    /// The broker's refusal of the token ([`ClientError::is_auth_refused`]), if a worker
+    /// met one: the first one; the run then stops, as no retry can help.
+    pub auth_refused: OnceLock<ClientError>,
 }
 
 impl Counters {

@@ -10,6 +10,12 @@
 //!
 //! On stop (SIGINT/SIGTERM) it takes no new rows, sends what it holds, and waits for the
 //! outcomes up to the drain timeout; whatever is still unacknowledged then is counted.
+//!
+//! The one failure it does not retry is a refused token (`AUTH_FAILED`, or `AUTH_REQUIRED`
+//! without one: [`ClientError::is_auth_refused`]): every connection would be refused alike.
+//! The worker records the refusal in [`Counters::auth_refused`], sets the run's stop flag
+//! so the reader and the other workers stop too, and ends at once, its records counted
+//! as unacknowledged.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -17,7 +23,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::{error, info, warn};
 use mq_client::{
     Backoff, BackoffConfig, ClientConfig, ClientError, ErrorCode, Outcome, Producer, ProducerConfig,
 };
@@ -118,6 +124,8 @@ pub struct Worker {
     sends: u32,
     warnings: u32,
     failures: u32,
+    /// The broker refused the token: end at once, no drain.
+    refused: bool,
 }
 
 impl Worker {
@@ -151,6 +159,7 @@ impl Worker {
             sends: 0,
             warnings: 0,
             failures: 0,
+            refused: false,
         }
     }
 
@@ -180,7 +189,7 @@ impl Worker {
     /// The next job: a resend first, then new rows (none after a stop).
     fn next_job(&mut self) -> Option<Job> {
         loop {
-            if self.out_of_time() {
+            if self.refused || self.out_of_time() {
                 return None;
             }
             if let Some(job) = self.retry.pop_front() {
@@ -309,6 +318,7 @@ impl Worker {
     /// Applies outcomes to pending records.
     fn apply(&mut self, outcomes: Vec<Outcome>) {
         let mut retryable = None;
+        let mut refusal = None;
         for outcome in outcomes {
             let Some(front) = self.pending.front().map(|p| p.seq) else { break };
             let Some(slot) =
@@ -321,6 +331,10 @@ impl Worker {
                 Ok(_) => {
                     self.tally.acked += 1;
                     self.backoff.reset();
+                }
+                Err(e) if e.is_auth_refused() => {
+                    self.retry.push_back(job);
+                    refusal = Some(e);
                 }
                 Err(e) if is_permanent(&e) => {
                     self.counters.fail(FailReason::Rejected);
@@ -335,7 +349,9 @@ impl Worker {
         while self.pending.front().is_some_and(|p| p.job.is_none()) {
             self.pending.pop_front();
         }
-        if let Some(e) = retryable {
+        if let Some(e) = refusal {
+            self.refuse(&e);
+        } else if let Some(e) = retryable {
             let id = self.id;
             self.warn(format_args!("worker {id}: {e}; sending again after a pause"));
             self.pause();
@@ -352,6 +368,10 @@ impl Worker {
         for job in again.into_iter().rev() {
             self.retry.push_front(job);
         }
+        if error.is_auth_refused() {
+            self.refuse(error);
+            return;
+        }
         self.failures += 1;
         if self.failures <= WARNINGS_MAX || self.failures.is_multiple_of(100) {
             warn!("worker {}: {error}; {n} records kept to send again", self.id);
@@ -359,10 +379,11 @@ impl Worker {
         self.pause();
     }
 
-    /// Opens a producer, with backoff, until one opens or the drain runs out of time.
+    /// Opens a producer, with backoff, until one opens or the drain runs out of time; not
+    /// after the broker refused the token.
     fn connect(&mut self) -> bool {
         loop {
-            if self.out_of_time() {
+            if self.refused || self.out_of_time() {
                 return false;
             }
             let config = &self.config;
@@ -375,6 +396,10 @@ impl Worker {
                     self.counters.connects.fetch_add(1, Relaxed);
                     return true;
                 }
+                Err(e) if e.is_auth_refused() => {
+                    self.refuse(&e);
+                    return false;
+                }
                 Err(e) => {
                     self.failures += 1;
                     if self.failures <= WARNINGS_MAX || self.failures.is_multiple_of(100) {
@@ -384,6 +409,17 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// The broker refused the token: records the refusal for the summary (the first
+    /// worker's), stops the whole run, and makes this worker end without a drain.
+    fn refuse(&mut self, error: &ClientError) {
+        self.refused = true;
+        self.producer = None;
+        if self.counters.auth_refused.set(error.clone()).is_ok() {
+            error!("worker {}: the broker refused the auth token ({error}); stopping", self.id);
+        }
+        self.stop.store(true, Relaxed);
     }
 
     /// Sleeps for the next backoff delay, in slices, never past the drain deadline.
@@ -400,7 +436,7 @@ impl Worker {
     /// Sends what is queued for resending and waits for every outcome.
     fn drain(&mut self) {
         loop {
-            if self.out_of_time() {
+            if self.refused || self.out_of_time() {
                 return;
             }
             if let Some(job) = self.retry.pop_front() {
