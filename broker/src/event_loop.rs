@@ -29,6 +29,7 @@ use crate::checkpointer::Checkpointer;
 use crate::config::{Config, FsyncMode, StorageKind};
 use crate::core::{ConnId, Core, Now, Output};
 use crate::flusher::Flusher;
+use crate::held::Held;
 use crate::storage::{DiskStorage, MemoryStorage, Storage};
 
 const LISTENER: Token = Token(0);
@@ -125,16 +126,14 @@ pub struct Broker {
     flusher: Option<Flusher>,
     /// Writes the group checkpoint on another thread (disk storage).
     checkpointer: Option<Checkpointer>,
-    /// Last flush epoch asked of the flusher.
-    epoch: u64,
-    /// Highest epoch the flusher has finished.
-    flushed: u64,
+    /// A checkpoint serialized while a flush was outstanding, with the epoch it waits for.
+    checkpoint_waiting: Option<(u64, Vec<u8>)>,
     /// Handle for flushing small turns on the loop thread (`--fsync always` on disk).
     inline_sync: Option<crate::storage::FlushFn>,
     /// Bytes read from every connection this turn.
     turn_read_bytes: usize,
-    /// Output of turns waiting for their flush, in order, with the epoch each waits for.
-    held: VecDeque<(u64, Vec<Output>)>,
+    /// Output of turns waiting for their flush, with the epochs (`--fsync always`).
+    held: Held<Vec<Output>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -224,11 +223,10 @@ impl Broker {
             last_checkpoint: now.mono,
             flusher,
             checkpointer,
-            epoch: 0,
-            flushed: 0,
+            checkpoint_waiting: None,
             inline_sync,
             turn_read_bytes: 0,
-            held: VecDeque::new(),
+            held: Held::default(),
         })
     }
 
@@ -417,8 +415,7 @@ impl Broker {
                 if let FsyncMode::Interval(every) = self.config.fsync {
                     if now.mono >= self.last_sync + every && self.core.take_dirty() {
                         self.last_sync = now.mono;
-                        self.epoch += 1;
-                        flusher.request(self.epoch);
+                        flusher.request(self.held.next_epoch());
                     }
                 }
                 for (epoch, result) in flusher.finished() {
@@ -438,6 +435,7 @@ impl Broker {
             self.last_checkpoint = now.mono;
             self.checkpoint();
         }
+        self.submit_waiting_checkpoint();
         self.flush_all(now.mono);
     }
 
@@ -450,13 +448,36 @@ impl Broker {
                     self.core.forget_checkpoint();
                 }
                 if let Some(bytes) = self.core.checkpoint_changed() {
-                    writer.submit(bytes);
+                    if self.held_output() && !self.held.idle() {
+                        // Dead letters appended this turn must be on disk before a checkpoint
+                        // that counts their source records as settled.
+                        self.checkpoint_waiting = Some((self.held.epoch(), bytes));
+                    } else {
+                        self.checkpoint_waiting = None;
+                        writer.submit(bytes);
+                    }
                 }
             }
             None => {
                 if let Err(e) = self.core.checkpoint() {
                     warn!("group checkpoint not written: {e}");
                 }
+            }
+        }
+    }
+
+    /// Whether turns' output waits for its flush (`--fsync always` with a flusher).
+    fn held_output(&self) -> bool {
+        self.flusher.is_some() && self.config.fsync == FsyncMode::Always
+    }
+
+    /// Hands the checkpoint that waited for a flush to the writer once that flush is done.
+    fn submit_waiting_checkpoint(&mut self) {
+        if self.checkpoint_waiting.as_ref().is_some_and(|(epoch, _)| *epoch <= self.held.flushed())
+        {
+            let (_, bytes) = self.checkpoint_waiting.take().expect("checked");
+            if let Some(writer) = &self.checkpointer {
+                writer.submit(bytes);
             }
         }
     }
@@ -470,57 +491,49 @@ impl Broker {
     fn group_commit(&mut self, outputs: Vec<Output>) {
         let Some(flusher) = &self.flusher else { return };
         if self.core.take_dirty() {
-            let idle = self.flushed == self.epoch;
-            self.epoch += 1;
+            let idle = self.held.idle();
+            let epoch = self.held.next_epoch();
             if idle && self.turn_read_bytes <= INLINE_FLUSH_READ_BYTES_MAX {
                 if let Some(flush) = self.inline_sync.as_mut() {
                     let result = flush().map_err(|e| e.to_string());
                     let ok = result.is_ok();
                     if let Err(e) = &result {
                         warn!(
-                            "flush {} failed: {e}; its publishes are answered STORAGE_ERROR",
-                            self.epoch
+                            "flush {epoch} failed: {e}; its publishes are answered STORAGE_ERROR"
                         );
                     }
                     self.core.note_flush(result);
-                    self.flushed = self.epoch;
-                    self.release_through(self.epoch, true);
+                    // Nothing is held: with no flush running, `release_flushed` released
+                    // every held turn.
+                    self.held.flushed_inline();
                     self.apply_outputs(outputs, ok);
                     return;
                 }
             }
-            flusher.request(self.epoch);
+            flusher.request(epoch);
         }
         if !outputs.is_empty() {
-            self.held.push_back((self.epoch, outputs));
+            self.held.hold(outputs);
         }
         self.release_flushed();
     }
 
-    /// Releases held output whose flush has finished, in order. Each result covers the
-    /// epochs after the previous one's; output of a failed flush is released with `synced`
-    /// false (its `PUBLISHED` replies become errors).
+    /// Releases held output whose flush has finished, in order (see [`Held::finish`]: a
+    /// failed flush fails every turn held so far; their `PUBLISHED` replies become errors).
     fn release_flushed(&mut self) {
         let Some(flusher) = &self.flusher else { return };
         let results = flusher.finished();
-        // Output of turns that appended nothing waits for no flush of its own.
-        self.release_through(self.flushed, true);
+        for outputs in self.held.release_done() {
+            self.apply_outputs(outputs, true);
+        }
         for (done, result) in results {
-            let ok = result.is_ok();
             if let Err(e) = &result {
-                warn!("flush {done} failed: {e}; its publishes are answered STORAGE_ERROR");
+                warn!("flush {done} failed: {e}; the publishes of every turn held until now are answered STORAGE_ERROR");
+            }
+            for (outputs, synced) in self.held.finish(done, result.is_ok()) {
+                self.apply_outputs(outputs, synced);
             }
             self.core.note_flush(result);
-            self.release_through(done, ok);
-            self.flushed = done;
-        }
-    }
-
-    /// Releases, in order, held output waiting for epochs up to `epoch`.
-    fn release_through(&mut self, epoch: u64, synced: bool) {
-        while self.held.front().is_some_and(|(e, _)| *e <= epoch) {
-            let (_, outputs) = self.held.pop_front().expect("front checked");
-            self.apply_outputs(outputs, synced);
         }
     }
 
@@ -760,7 +773,10 @@ impl Broker {
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         }
         // The writer finishes what it holds first, so the final checkpoint below is the last.
-        if self.checkpointer.take().is_some_and(Checkpointer::finish) {
+        // A checkpoint still waiting for its flush was never written: the final one must be,
+        // even if it is the same document.
+        let waited = self.checkpoint_waiting.take().is_some();
+        if self.checkpointer.take().is_some_and(Checkpointer::finish) || waited {
             self.core.forget_checkpoint();
         }
         match self.core.close_storage() {

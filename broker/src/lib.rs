@@ -12,6 +12,7 @@ pub mod config;
 pub mod core;
 pub mod event_loop;
 pub mod flusher;
+pub mod held;
 pub mod storage;
 
 pub use mq_protocol as protocol;
