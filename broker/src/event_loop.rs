@@ -81,6 +81,8 @@ struct Conn {
     paused_since: Option<Instant>,
     /// In the ready queue (more input may be waiting).
     queued: bool,
+    /// Epoch of the last turn whose output for this connection was held for its flush.
+    held_epoch: u64,
 }
 
 /// A way to stop a broker running in another thread (tests, embedding).
@@ -358,6 +360,7 @@ impl Broker {
                 failed: false,
                 paused_since: None,
                 queued: false,
+                held_epoch: 0,
             });
             self.by_id.insert(id, key);
             self.core.connect(id, peer.to_string(), Now::real());
@@ -513,6 +516,13 @@ impl Broker {
             flusher.request(epoch);
         }
         if !outputs.is_empty() {
+            let epoch = self.held.epoch();
+            for output in &outputs {
+                let (Output::Send { conn, .. } | Output::Close { conn, .. }) = output;
+                if let Some(c) = self.by_id.get(conn).and_then(|&key| self.conns.get_mut(key)) {
+                    c.held_epoch = epoch;
+                }
+            }
             self.held.hold(outputs);
         }
         self.release_flushed();
@@ -693,11 +703,15 @@ impl Broker {
                 }
                 _ => {}
             }
-            let conn = &self.conns[key];
+            let held = self.held.oldest();
+            let conn = &mut self.conns[key];
             if let Some(since) = conn.closing_since {
-                // A peer that finished sending may still have replies held for a flush.
-                let drained = conn.write_buf.is_empty() && (conn.failed || self.held.is_empty());
-                if drained || now.duration_since(since) >= CLOSE_GRACE {
+                // A peer that finished sending still gets the replies held for a flush, however
+                // long the flush takes; the grace for writing them starts once released.
+                let waiting = !conn.failed && held.is_some_and(|e| e <= conn.held_epoch);
+                if waiting {
+                    conn.closing_since = Some(now);
+                } else if conn.write_buf.is_empty() || now.duration_since(since) >= CLOSE_GRACE {
                     self.close(key);
                 }
             }

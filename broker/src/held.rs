@@ -37,6 +37,11 @@ impl<T> Held<T> {
         self.flushed == self.epoch
     }
 
+    /// The epoch the oldest held item waits for.
+    pub fn oldest(&self) -> Option<u64> {
+        self.queue.front().map(|(e, _)| *e)
+    }
+
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()

@@ -65,3 +65,33 @@ fn a_failed_flush_fails_the_publishes_it_covered_and_nothing_else() {
     assert_eq!(health(&mut admin).status, "ok");
     broker.stop().unwrap();
 }
+
+#[test]
+fn a_publisher_that_half_closes_gets_its_replies_even_when_the_flush_outlasts_the_close_grace() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::AtomicU64;
+    let _ = env_logger::builder().is_test(true).try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let delay = Arc::new(AtomicU64::new(0));
+    let mut config = Config::disk("127.0.0.1:0".parse().unwrap(), dir.path());
+    config.disk.flush_delay_ms = Some(delay.clone());
+    let broker = Running::start(config).unwrap();
+    assert_eq!(Bin::connect(broker.addr).call(&create("t", 1)), Response::Ok);
+    // Every flush now takes 1.5 s, longer than the 1 s a closing connection is given to
+    // drain; a publish bigger than 16 KiB goes to the flusher thread, so the loop sees the
+    // peer's EOF while the reply is held.
+    delay.store(1_500, Ordering::SeqCst);
+    let payload = "x".repeat(1_000);
+    let mut lines = String::new();
+    for _ in 0..40 {
+        lines += &format!("PUB t {}\r\n{payload}\r\n", payload.len());
+    }
+    let mut s = std::net::TcpStream::connect(broker.addr).unwrap();
+    s.write_all(lines.as_bytes()).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert_eq!(out.matches("+OK ").count(), 40, "every publish answered: {out:?}");
+    delay.store(0, Ordering::SeqCst);
+    broker.stop().unwrap();
+}

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -43,6 +43,8 @@ pub struct DiskOptions {
     pub fail_allocation: Option<Arc<AtomicBool>>,
     /// Test hook: while set, flushes (`syncfs`) fail as if the disk reported an I/O error.
     pub fail_flush: Option<Arc<AtomicBool>>,
+    /// Test hook: each flush first sleeps this many milliseconds (a slow disk).
+    pub flush_delay_ms: Option<Arc<AtomicU64>>,
     /// Test hook: while set, creating a segment fails after its file was pre-sized, as if
     /// mapping it, flushing its header or syncing its directory failed.
     pub fail_segment_setup: Option<Arc<AtomicBool>>,
@@ -56,6 +58,7 @@ impl Default for DiskOptions {
             recent_bytes: 1024 * 1024,
             fail_allocation: None,
             fail_flush: None,
+            flush_delay_ms: None,
             fail_segment_setup: None,
         }
     }
@@ -351,7 +354,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// `syncfs` of the file system holding `file`, unless the test hook `fail` is set.
-fn flush_filesystem(file: &File, fail: Option<&AtomicBool>) -> io::Result<()> {
+fn flush_filesystem(
+    file: &File,
+    fail: Option<&AtomicBool>,
+    delay_ms: Option<&AtomicU64>,
+) -> io::Result<()> {
+    if let Some(ms) = delay_ms.map(|d| d.load(Ordering::SeqCst)).filter(|ms| *ms > 0) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
     if fail.is_some_and(|f| f.load(Ordering::SeqCst)) {
         return Err(io::Error::other("injected: flush failed"));
     }
@@ -570,7 +580,13 @@ impl DataDir {
     /// # Errors
     /// I/O failures, including write-back errors since the last call.
     pub fn sync_filesystem(&self) -> Result<(), StorageError> {
-        flush_filesystem(&self.lock, self.options.fail_flush.as_deref()).map_err(StorageError::Io)
+        let options = &self.options;
+        flush_filesystem(
+            &self.lock,
+            options.fail_flush.as_deref(),
+            options.flush_delay_ms.as_deref(),
+        )
+        .map_err(StorageError::Io)
     }
 
     /// A function that flushes the data directory's file system (`syncfs`), for the
@@ -581,7 +597,8 @@ impl DataDir {
     pub fn flush_fn(&self) -> io::Result<super::FlushFn> {
         let file = self.lock.try_clone()?;
         let fail = self.options.fail_flush.clone();
-        Ok(Box::new(move || flush_filesystem(&file, fail.as_deref())))
+        let delay = self.options.flush_delay_ms.clone();
+        Ok(Box::new(move || flush_filesystem(&file, fail.as_deref(), delay.as_deref())))
     }
 
     /// Writes the clean-shutdown marker (after every partition was closed).

@@ -15,6 +15,7 @@ fn options() -> DiskOptions {
         recent_bytes: 0,
         fail_allocation: None,
         fail_flush: None,
+        flush_delay_ms: None,
         fail_segment_setup: None,
     }
 }
