@@ -11,27 +11,27 @@ use collector_support::*;
 use mq_client::{Client, ClientConfig, ConsumerConfig, StartPosition};
 use serde_json::Value;
 
-const T0: i64 = 1_795_943_520_000; // 2026-11-29T09:12:00.000Z
 const METRICS: [&str; 3] =
     ["DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_POWER_USAGE"];
 
 /// 3 GPUs × 20 wide records (3 metrics each, one per second), plus 6 bad records.
 fn workload() -> Vec<(String, String)> {
+    let t0 = base_ms();
     let mut records = Vec::new();
     for i in 0..20i64 {
         for gpu in ["GPU-a", "GPU-b", "GPU-c"] {
             let metrics: Vec<(&str, f64)> = METRICS.iter().map(|m| (*m, i as f64)).collect();
-            records.push((gpu.to_string(), record(gpu, T0 + i * 1000, &metrics)));
+            records.push((gpu.to_string(), record(gpu, t0 + i * 1000, &metrics)));
         }
     }
     let bad = [
         "not json at all".to_string(),
         r#"{"timestamp":"2026-11-29T09:12:00.000Z","metrics":{"A":1}}"#.to_string(),
-        record("../../etc/x", T0, &[("A", 1.0)]),
+        record("../../etc/x", t0, &[("A", 1.0)]),
         r#"{"timestamp":"yesterday","uuid":"GPU-a","metrics":{"A":1}}"#.to_string(),
         r#"{"timestamp":"2026-11-29T09:12:00.000Z","uuid":"GPU-a","metrics":{"A":"NaN"}}"#
             .to_string(),
-        record("GPU-evil", T0, &[("A", 1.0)]),
+        record("GPU-evil", t0, &[("A", 1.0)]),
     ];
     records.extend(bad.into_iter().map(|b| ("bad".to_string(), b)));
     records
@@ -53,9 +53,13 @@ fn timestamps(page: &Value) -> Vec<String> {
 fn published_records_come_out_of_the_api() {
     let broker = start_broker();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("gpus")).unwrap();
+    let t0 = base_ms();
+    let hour = dir.path().join("gpus").join(hour_name(t0));
+    std::fs::create_dir_all(&hour).unwrap();
     let outside = dir.path().join("outside.txt");
     std::fs::write(&outside, "untouched").unwrap();
+    std::os::unix::fs::symlink(&outside, hour.join("GPU-evil.jsonl")).unwrap();
+    // Where a file from before hour directories would be: ignored, not followed.
     std::os::unix::fs::symlink(&outside, dir.path().join("gpus/GPU-evil.jsonl")).unwrap();
     let collector = Server::collector(broker.addr, dir.path(), &["--cache-samples-per-gpu", "10"]);
     publish(broker.addr, "telemetry", &workload());
@@ -88,16 +92,21 @@ fn published_records_come_out_of_the_api() {
     assert_eq!(a["model"], "NVIDIA H100 80GB HBM3");
     assert_eq!(
         (a["first_seen"].as_str(), a["last_seen"].as_str()),
-        (Some(&*ts(T0)), Some(&*ts(T0 + 19_000)))
+        (Some(&*ts(t0)), Some(&*ts(t0 + 19_000)))
     );
     assert_eq!(a["sample_count"], 60);
 
-    let files: HashSet<String> = std::fs::read_dir(dir.path().join("gpus"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    let expected = ["GPU-a.jsonl", "GPU-b.jsonl", "GPU-c.jsonl", "GPU-evil.jsonl"];
-    assert_eq!(files, expected.iter().map(|s| s.to_string()).collect(), "no file for a bad id");
+    // 10 s in the hour of t0, 10 s in the next: one file per GPU and hour.
+    let (h0, h1) = (hour_name(t0), hour_name(t0 + 10_000));
+    let mut expected: HashSet<String> = ["GPU-evil.jsonl".to_string()].into();
+    for gpu in ["GPU-a", "GPU-b", "GPU-c", "GPU-evil"] {
+        expected.insert(format!("{h0}/{gpu}.jsonl"));
+        if gpu != "GPU-evil" {
+            expected.insert(format!("{h1}/{gpu}.jsonl"));
+        }
+    }
+    let files: HashSet<String> = gpu_files(dir.path()).into_iter().collect();
+    assert_eq!(files, expected, "no file for a bad id");
 
     check_telemetry(&collector);
     check_dead_letters(broker.addr);
@@ -126,6 +135,7 @@ fn published_records_come_out_of_the_api() {
 
 /// Time ranges, metric filters, pagination, and cache against file.
 fn check_telemetry(collector: &Server) {
+    let t0 = base_ms();
     let all = collector.json("/api/v1/gpus/GPU-a/telemetry?limit=100000");
     assert_eq!(all["count"], 60);
     assert_eq!(all["source"], "file", "the cache holds 10 samples, the range is all time");
@@ -133,12 +143,12 @@ fn check_telemetry(collector: &Server) {
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "ordered by time");
 
     // Inclusive at both ends: seconds 5 to 9 are 5 records of 3 metrics.
-    let range = format!("start_time={}&end_time={}", ts(T0 + 5000), ts(T0 + 9000));
+    let range = format!("start_time={}&end_time={}", ts(t0 + 5000), ts(t0 + 9000));
     let page = collector.json(&format!("/api/v1/gpus/GPU-a/telemetry?{range}"));
     assert_eq!(page["count"], 15);
-    assert_eq!(timestamps(&page).first().unwrap(), &ts(T0 + 5000));
-    assert_eq!(timestamps(&page).last().unwrap(), &ts(T0 + 9000));
-    let one_ms_in = format!("start_time={}&end_time={}", ts(T0 + 5001), ts(T0 + 8999));
+    assert_eq!(timestamps(&page).first().unwrap(), &ts(t0 + 5000));
+    assert_eq!(timestamps(&page).last().unwrap(), &ts(t0 + 9000));
+    let one_ms_in = format!("start_time={}&end_time={}", ts(t0 + 5001), ts(t0 + 8999));
     assert_eq!(collector.json(&format!("/api/v1/gpus/GPU-a/telemetry?{one_ms_in}"))["count"], 9);
 
     let filtered = format!("/api/v1/gpus/GPU-a/telemetry?{range}&metric=DCGM_FI_DEV_GPU_UTIL&metric=DCGM_FI_DEV_GPU_TEMP");
@@ -152,7 +162,7 @@ fn check_telemetry(collector: &Server) {
 
     // The last 3 records (9 samples) are in the 10-sample ring: served from the cache, and
     // equal to the same query read from the file.
-    let recent = format!("start_time={}", ts(T0 + 17_000));
+    let recent = format!("start_time={}", ts(t0 + 17_000));
     let cached = collector.json(&format!("/api/v1/gpus/GPU-a/telemetry?{recent}"));
     assert_eq!((cached["source"].as_str(), cached["count"].as_u64()), (Some("cache"), Some(9)));
     let from_file: Vec<Value> = all["samples"].as_array().unwrap()[51..].to_vec();
@@ -177,7 +187,7 @@ fn check_telemetry(collector: &Server) {
     assert_eq!(seen, all["samples"].as_array().unwrap().clone());
 
     let empty =
-        collector.json(&format!("/api/v1/gpus/GPU-a/telemetry?start_time={}", ts(T0 + 60_000)));
+        collector.json(&format!("/api/v1/gpus/GPU-a/telemetry?start_time={}", ts(t0 + 60_000)));
     assert_eq!((empty["count"].as_u64(), empty["samples"].as_array().unwrap().len()), (Some(0), 0));
 }
 
@@ -201,7 +211,11 @@ fn bad_ids_and_parameters_get_400_unknown_gpus_404() {
     let broker = start_broker();
     let dir = tempfile::tempdir().unwrap();
     let collector = Server::collector(broker.addr, dir.path(), &[]);
-    publish(broker.addr, "telemetry", &[("GPU-a".into(), record("GPU-a", T0, &[("A", 1.0)]))]);
+    publish(
+        broker.addr,
+        "telemetry",
+        &[("GPU-a".into(), record("GPU-a", base_ms(), &[("A", 1.0)]))],
+    );
     collector.wait_stats("1 stored", |s| s["records_stored"] == 1);
 
     for id in [

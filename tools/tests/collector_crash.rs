@@ -30,8 +30,7 @@ fn kill_9_mid_stream_then_restart_stores_every_record_once() {
             let records: Vec<(String, String)> = (chunk * 500..(chunk + 1) * 500)
                 .map(|i| {
                     let gpu = format!("GPU-{}", i % GPUS);
-                    let json =
-                        record(&gpu, 1_795_943_520_000 + i as i64, &[("A", i as f64), ("B", 1.0)]);
+                    let json = record(&gpu, base_ms() + i as i64, &[("A", i as f64), ("B", 1.0)]);
                     (gpu, json)
                 })
                 .collect();
@@ -81,7 +80,7 @@ fn sigterm_finishes_the_batches_in_flight() {
     let collector = Server::collector(broker.addr, dir.path(), &[]);
     collector.wait_health(200);
     let records: Vec<(String, String)> = (0..3000)
-        .map(|i| ("GPU-x".to_string(), record("GPU-x", 1_795_943_520_000 + i, &[("A", 1.0)])))
+        .map(|i| ("GPU-x".to_string(), record("GPU-x", base_ms() + i, &[("A", 1.0)])))
         .collect();
     publish(broker.addr, "telemetry", &records);
     collector.wait_stats("some stored", |s| s["records_stored"].as_u64().unwrap() > 0);

@@ -11,14 +11,13 @@ use collector_support::*;
 use serde_json::Value;
 
 const GPUS: usize = 32;
-const T0: i64 = 1_795_943_520_000;
 
 fn burst(round: i64) -> Vec<(String, String)> {
     let mut records = Vec::new();
     for i in 0..5 {
         for g in 0..GPUS {
             let gpu = format!("GPU-{g:02}");
-            let ts = T0 + round * 10_000 + i * 1000;
+            let ts = base_ms() + round * 10_000 + i * 1000;
             records.push((gpu.clone(), record(&gpu, ts, &[("DCGM_FI_DEV_GPU_UTIL", i as f64)])));
         }
     }

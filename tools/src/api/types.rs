@@ -201,6 +201,33 @@ pub struct CacheStatsBody {
     pub hit_rate: f64,
 }
 
+/// The retention part of `/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RetentionStatsBody {
+    /// `--retention-hours`: samples older than this are deleted; 0: kept for ever.
+    pub hours: u64,
+    /// `--retention-bytes`: the cap on the files' size; 0: none.
+    pub bytes_max: u64,
+    /// The earliest sample time queries return now (RFC 3339); absent without retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visible_from: Option<String>,
+    /// Runs completed since start.
+    pub runs: u64,
+    /// When the last run ended (RFC 3339); absent before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<String>,
+    /// How long the last run took, from the catalog update to the last unlink, ms.
+    pub last_run_ms: f64,
+    /// Samples deleted since start.
+    pub samples_removed: u64,
+    /// Bytes deleted since start.
+    pub bytes_removed: u64,
+    /// Files deleted since start.
+    pub files_removed: u64,
+    /// GPUs left without samples, so gone from the list, since start.
+    pub gpus_removed: u64,
+}
+
 /// `GET /stats` of a collector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StatsBody {
@@ -210,8 +237,15 @@ pub struct StatsBody {
     pub records_stored: u64,
     /// Records received again after being stored; acknowledged, not stored twice.
     pub records_duplicate: u64,
+    /// Records whose time was already past the retention when they arrived;
+    /// acknowledged, not stored.
+    #[serde(default)]
+    pub records_expired: u64,
     /// Samples stored.
     pub samples_stored: u64,
+    /// Bytes the JSONL files hold now.
+    #[serde(default)]
+    pub stored_bytes: u64,
     /// Records sent to the dead-letter topic, by reason (`bad_json`, `missing_gpu_id`,
     /// `bad_gpu_id`, `bad_timestamp`, `bad_value`, `gpu_limit`).
     pub bad_records: BTreeMap<String, u64>,
@@ -225,6 +259,9 @@ pub struct StatsBody {
     pub gpus: usize,
     /// The cache.
     pub cache: CacheStatsBody,
+    /// Retention: its settings and what it deleted.
+    #[serde(default)]
+    pub retention: RetentionStatsBody,
     /// Records of the topic not yet acknowledged by the group, as the broker last said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<u64>,

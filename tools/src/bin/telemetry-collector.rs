@@ -1,6 +1,7 @@
 //! `telemetry-collector`: consumes the telemetry topic in a consumer group, stores each
-//! GPU's samples in `<data-dir>/gpus/<uuid>.jsonl`, and serves them over HTTP. See
-//! `mq_tools::collector` and `spec/collector.md`.
+//! GPU's samples in `<data-dir>/gpus/<hour>/<uuid>.jsonl`, deletes hours past the
+//! retention, and serves them over HTTP. See `mq_tools::collector` and
+//! `spec/collector.md`.
 //!
 //! Every flag can also be set in a TOML file given with `--config`, under the flag's name
 //! with `_` for `-`; flags on the command line win.
@@ -11,6 +12,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mq_client::ClientConfig;
+use mq_tools::collector::retention::{RetentionConfig, HOURS_MAX};
 use mq_tools::collector::{self, ingest::IngestConfig, store::StoreConfig, CollectorConfig};
 use serde::Deserialize;
 
@@ -43,10 +45,18 @@ struct Args {
     /// Bearer token the HTTP API requires on every path but /health.
     #[arg(long, env = "COLLECTOR_HTTP_TOKEN", hide_env_values = true)]
     http_token: Option<String>,
-    /// Data directory, created if missing: gpus/<uuid>.jsonl and checkpoint.json
+    /// Data directory, created if missing: gpus/<hour>/<uuid>.jsonl and checkpoint.json
     /// [default: collector-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Delete samples older than this many hours (by their timestamp): they leave the API
+    /// at once and the disk within the hour; 0 keeps them for ever [default: 168].
+    #[arg(long)]
+    retention_hours: Option<u64>,
+    /// Keep the JSONL files under this many bytes by deleting the oldest hours (never the
+    /// current one); 0 is no cap [default: 0].
+    #[arg(long)]
+    retention_bytes: Option<u64>,
     /// Samples per GPU kept in the memory cache [default: 10000].
     #[arg(long)]
     cache_samples_per_gpu: Option<usize>,
@@ -84,6 +94,8 @@ impl Args {
             http,
             http_token,
             data_dir,
+            retention_hours,
+            retention_bytes,
             cache_samples_per_gpu,
             cache_samples_max,
             gpus_max,
@@ -105,6 +117,13 @@ impl Args {
         if credit == 0 || batch_max == 0 || gpus_max == 0 {
             return Err("credit, batch_max and gpus_max must be positive".into());
         }
+        let retention = RetentionConfig {
+            hours: self.retention_hours.unwrap_or(168),
+            bytes: self.retention_bytes.unwrap_or(0),
+        };
+        if retention.hours > HOURS_MAX {
+            return Err(format!("retention_hours must be at most {HOURS_MAX} (0: for ever)"));
+        }
         let addr = self.addr.unwrap_or_else(|| mq_tools::ADDR_DEFAULT.to_string());
         Ok(CollectorConfig {
             ingest: IngestConfig {
@@ -120,6 +139,7 @@ impl Args {
                 data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("collector-data")),
                 open_files_max: self.open_files_max.unwrap_or(256).max(1),
                 gpus_max,
+                retention,
             },
             http: self.http.unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid")),
             http_token: self.http_token,

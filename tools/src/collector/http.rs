@@ -24,8 +24,9 @@ use super::Shared;
 use crate::api::params::{check_gpu_id, parse_series_query, parse_telemetry_query};
 use crate::api::{
     json_bytes, protect, ApiError, BrokerHealth, CacheStatsBody, ErrorBody, GpuInfo, GpuList,
-    HealthBody, OverviewBody, OverviewGpu, PipelineBody, PipelineCollector, SeriesBody,
-    SeriesMetric, SeriesParams, StatsBody, TelemetryPage, TelemetryParams, OVERVIEW_METRICS,
+    HealthBody, OverviewBody, OverviewGpu, PipelineBody, PipelineCollector, RetentionStatsBody,
+    SeriesBody, SeriesMetric, SeriesParams, StatsBody, TelemetryPage, TelemetryParams,
+    OVERVIEW_METRICS,
 };
 
 /// Version reported by `/health`.
@@ -294,7 +295,9 @@ pub fn stats_body(shared: &Shared, group: &str) -> StatsBody {
         records_consumed: s.records_consumed.load(Relaxed),
         records_stored: s.records_stored.load(Relaxed),
         records_duplicate: s.records_duplicate.load(Relaxed),
+        records_expired: s.records_expired.load(Relaxed),
         samples_stored: s.samples_stored.load(Relaxed),
+        stored_bytes: s.stored_bytes.load(Relaxed),
         bad_records: s.bad_counts().into_iter().map(|(r, n)| (r.name().to_string(), n)).collect(),
         batches,
         batch_errors: s.batch_errors.load(Relaxed),
@@ -310,8 +313,27 @@ pub fn stats_body(shared: &Shared, group: &str) -> StatsBody {
             misses,
             hit_rate: if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 },
         },
+        retention: retention_body(shared),
         lag: (lag >= 0).then_some(lag as u64),
         group: group.to_string(),
+    }
+}
+
+fn retention_body(shared: &Shared) -> RetentionStatsBody {
+    let (s, r) = (&shared.stats, &shared.retention);
+    let visible_from = shared.visible_from_ms();
+    let last_run = s.retention_last_run_ms.load(Relaxed);
+    RetentionStatsBody {
+        hours: (r.age_ms.load(Relaxed) / super::catalog::HOUR_MS) as u64,
+        bytes_max: r.bytes_max.load(Relaxed),
+        visible_from: (visible_from > i64::MIN).then(|| format_ms_string(visible_from)),
+        runs: s.retention_runs.load(Relaxed),
+        last_run: (last_run > 0).then(|| format_ms_string(last_run)),
+        last_run_ms: s.retention_last_run_us.load(Relaxed) as f64 / 1000.0,
+        samples_removed: s.retention_samples_removed.load(Relaxed),
+        bytes_removed: s.retention_bytes_removed.load(Relaxed),
+        files_removed: s.retention_files_removed.load(Relaxed),
+        gpus_removed: s.retention_gpus_removed.load(Relaxed),
     }
 }
 

@@ -4,7 +4,8 @@
 //! consumer thread: poll ─▶ parse (worker pool, in parallel) ─▶ reject bad records (DLQ)
 //!        ▲                                  │ valid records, in order
 //!        │ ack / reject / nack              ▼
-//!        └──────────── verdicts ◀── writer thread: write, syncfs, checkpoint, publish
+//!        └──────────── verdicts ◀── writer thread: write, syncfs, checkpoint, publish;
+//!                                    retention between batches
 //! ```
 //!
 //! The consumer thread owns the broker connection (`mq_client::Consumer` is blocking and
@@ -335,6 +336,10 @@ fn settle(
                 stats.records_duplicate.fetch_add(1, Relaxed);
                 consumer.ack(message)?;
             }
+            Verdict::Expired => {
+                stats.records_expired.fetch_add(1, Relaxed);
+                consumer.ack(message)?;
+            }
             Verdict::Refused(bad) => {
                 stats.count_bad(bad.reason);
                 warnings.warn(message, &bad);
@@ -346,12 +351,21 @@ fn settle(
     Ok(())
 }
 
+/// The writer thread: stores batches, and runs retention between them when it is due (so
+/// retention never races a write, and never delays a batch's verdict).
 fn write_loop(mut store: Store, batches: Receiver<Vec<Parsed>>, verdicts: mpsc::Sender<Outcome>) {
-    for batch in batches {
-        let outcome = store.write_batch(&batch);
-        if verdicts.send(outcome).is_err() {
-            break;
+    loop {
+        match batches.recv_timeout(store.retention_due_in()) {
+            Ok(batch) => {
+                let outcome = store.write_batch(&batch);
+                if verdicts.send(outcome).is_err() {
+                    break;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
         }
+        store.retain_if_due();
     }
 }
 

@@ -4,7 +4,8 @@
 //! (`DCGM_FI_DEV_GPU_UTIL`), with dcgm-exporter's identity labels (`gpu`, `UUID`,
 //! `device`, `modelName`, `Hostname`) and the labels of the record that carried the latest
 //! value. Names and label names outside Prometheus' alphabet have the offending characters
-//! replaced by `_`. The collector's own counters follow, prefixed `collector_`.
+//! replaced by `_`. The collector's own counters follow, prefixed `collector_` (retention's
+//! as `collector_retention_*`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -102,6 +103,11 @@ fn render_own(shared: &Shared, out: &mut String) {
             "Records received again after being stored.",
             s.records_duplicate.load(Relaxed),
         ),
+        (
+            "collector_records_expired_total",
+            "Records already past the retention on arrival; acknowledged, not stored.",
+            s.records_expired.load(Relaxed),
+        ),
         ("collector_samples_stored_total", "Samples stored.", s.samples_stored.load(Relaxed)),
         ("collector_batches_total", "Batches stored.", s.batches.load(Relaxed)),
         (
@@ -118,6 +124,27 @@ fn render_own(shared: &Shared, out: &mut String) {
             "collector_cache_misses_total",
             "Telemetry queries answered from files.",
             s.cache_misses.load(Relaxed),
+        ),
+        ("collector_retention_runs_total", "Retention runs.", s.retention_runs.load(Relaxed)),
+        (
+            "collector_retention_samples_removed_total",
+            "Samples deleted by retention.",
+            s.retention_samples_removed.load(Relaxed),
+        ),
+        (
+            "collector_retention_bytes_removed_total",
+            "Bytes deleted by retention.",
+            s.retention_bytes_removed.load(Relaxed),
+        ),
+        (
+            "collector_retention_files_removed_total",
+            "Files deleted by retention.",
+            s.retention_files_removed.load(Relaxed),
+        ),
+        (
+            "collector_retention_gpus_removed_total",
+            "GPUs retention left without samples.",
+            s.retention_gpus_removed.load(Relaxed),
         ),
     ];
     for (name, help, value) in counters {
@@ -150,7 +177,28 @@ fn render_own(shared: &Shared, out: &mut String) {
     if lag >= 0 {
         gauges.push(("collector_consumer_lag", "Records not yet acknowledged by the group.", lag));
     }
+    gauges.push((
+        "collector_stored_bytes",
+        "Bytes the JSONL files hold.",
+        s.stored_bytes.load(Relaxed) as i64,
+    ));
     for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+    }
+    let last_run_ms = s.retention_last_run_ms.load(Relaxed);
+    let seconds = [
+        (
+            "collector_retention_last_run_timestamp_seconds",
+            "When the last retention run ended (0: none yet).",
+            last_run_ms as f64 / 1000.0,
+        ),
+        (
+            "collector_retention_last_run_duration_seconds",
+            "How long the last retention run took.",
+            s.retention_last_run_us.load(Relaxed) as f64 / 1e6,
+        ),
+    ];
+    for (name, help, value) in seconds {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
     }
 }

@@ -11,11 +11,11 @@
 //!
 //! Module map: [`record`] validates and normalises records, [`line`] is the stored sample
 //! and its JSONL line, [`store`] writes files and the [`checkpoint`] and recovers them,
-//! [`catalog`] knows every GPU and indexes its file by time, [`cache`] holds the latest
-//! samples, [`query`] answers telemetry queries, [`ingest`] runs the broker side,
-//! [`series`] reduces a window to buckets for charts, [`http`] the API and [`metrics`] its
-//! Prometheus page. `spec/collector.md` specifies the files and the API's behaviour;
-//! `spec/openapi.json` is generated from [`http`].
+//! [`retention`] deletes old hours of files, [`catalog`] knows every GPU and indexes its
+//! files by time, [`cache`] holds the latest samples, [`query`] answers telemetry queries,
+//! [`ingest`] runs the broker side, [`series`] reduces a window to buckets for charts,
+//! [`http`] the API and [`metrics`] its Prometheus page. `spec/collector.md` specifies the
+//! files and the API's behaviour; `spec/openapi.json` is generated from [`http`].
 
 pub mod cache;
 pub mod catalog;
@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod page;
 pub mod query;
 pub mod record;
+pub mod retention;
 pub mod series;
 pub mod stats;
 pub mod store;
@@ -46,6 +47,7 @@ use mq_client::{BackoffConfig, Client, ClientConfig};
 use self::cache::Cache;
 use self::catalog::Catalog;
 use self::ingest::IngestConfig;
+use self::retention::RetentionState;
 use self::stats::Stats;
 use self::store::{Store, StoreConfig};
 use crate::api::BrokerView;
@@ -63,6 +65,8 @@ pub struct Shared {
     pub gpus_dir: PathBuf,
     /// The broker's `STATS` as the monitor last read it (for `/api/v1/pipeline`).
     pub broker: Mutex<BrokerView>,
+    /// Retention: what queries may return, and the clock.
+    pub retention: RetentionState,
 }
 
 impl Shared {
@@ -84,7 +88,13 @@ impl Shared {
                 info: None,
                 error: None,
             }),
+            retention: RetentionState::default(),
         }
+    }
+
+    /// The earliest sample time queries return now (retention; `i64::MIN` without).
+    pub fn visible_from_ms(&self) -> i64 {
+        self.retention.visible_from_ms(self.retention.now_ms())
     }
 }
 

@@ -2,19 +2,24 @@
 //! only, in [`SampleKey`] order, one page at a time.
 //!
 //! A query is answered from the cache when the GPU's ring holds the whole range (see
-//! [`super::cache`]), else from the GPU's JSONL file. A file query asks the time index for
+//! [`super::cache`]), else from the GPU's JSONL files. A file query asks the time index for
 //! the blocks that can hold the range and reads only those, in order of their least time,
 //! and stops as soon as the page is full and no later block can hold an earlier sample.
+//!
+//! No query returns a sample from before retention's limit
+//! ([`super::Shared::visible_from_ms`]): the range starts there at the earliest.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering::Relaxed;
 
 use log::warn;
 
+use super::catalog::SegmentKey;
 use super::line::{LineReader, ReadLine, Sample, SampleKey};
-use super::store::{gpu_path, open_for_read};
+use super::store::{open_for_read, segment_path};
 use super::Shared;
 
 /// The most samples one page may hold.
@@ -68,8 +73,11 @@ pub struct Page {
 }
 
 impl Query {
-    fn effective_start_ms(&self) -> i64 {
-        self.after.as_ref().map_or(self.start_ms, |k| self.start_ms.max(k.ts_ms))
+    /// Where reading starts: the range's start, the cursor's time, or retention's limit,
+    /// whichever is latest.
+    fn effective_start_ms(&self, visible_from_ms: i64) -> i64 {
+        let start = self.start_ms.max(visible_from_ms);
+        self.after.as_ref().map_or(start, |k| start.max(k.ts_ms))
     }
 
     fn accepts(&self, metrics: &HashSet<&str>, sample: &Sample) -> bool {
@@ -81,7 +89,7 @@ impl Query {
 /// Answers `query` from the cache, or `None` if the cache does not hold the whole range.
 pub fn from_cache(shared: &Shared, uuid: &str, query: &Query) -> Option<Page> {
     let metrics: HashSet<&str> = query.metrics.iter().map(String::as_str).collect();
-    let start = query.effective_start_ms();
+    let start = query.effective_start_ms(shared.visible_from_ms());
     let found = {
         let mut cache = shared.cache.lock().expect("cache lock");
         cache.select(uuid, start, query.end_ms, |s| query.accepts(&metrics, s))
@@ -100,7 +108,7 @@ pub fn from_cache(shared: &Shared, uuid: &str, query: &Query) -> Option<Page> {
 /// # Errors
 /// The file cannot be opened or read.
 pub fn from_file(shared: &Shared, uuid: &str, query: &Query) -> io::Result<Option<Page>> {
-    let start = query.effective_start_ms();
+    let start = query.effective_start_ms(shared.visible_from_ms());
     let blocks = {
         let catalog = shared.catalog.read().expect("catalog lock");
         match catalog.gpus.get(uuid) {
@@ -115,30 +123,29 @@ pub fn from_file(shared: &Shared, uuid: &str, query: &Query) -> io::Result<Optio
     let keep = |ts_ms: i64, metric: &str| {
         ts_ms >= start && ts_ms <= query.end_ms && (metrics.is_empty() || metrics.contains(metric))
     };
-    if !blocks.is_empty() {
-        let file = open_for_read(&gpu_path(&shared.gpus_dir, uuid))?;
-        let mut bytes = Vec::new();
-        for (i, (block, end)) in blocks.iter().enumerate() {
-            bytes.resize((end - block.pos) as usize, 0);
-            file.read_exact_at(&mut bytes, block.pos)?;
-            for text in bytes.split(|&b| b == b'\n').filter(|t| !t.is_empty()) {
-                match reader.read(text, keep) {
-                    ReadLine::Sample(sample) => {
-                        if query.after.as_ref().is_none_or(|k| sample.is_after(k)) {
-                            found.push(sample);
-                        }
+    let mut files = SegmentFiles::new(shared, uuid);
+    let mut bytes = Vec::new();
+    for (i, at) in blocks.iter().enumerate() {
+        let Some(file) = files.get(at.segment)? else { continue };
+        bytes.resize((at.end - at.block.pos) as usize, 0);
+        file.read_exact_at(&mut bytes, at.block.pos)?;
+        for text in bytes.split(|&b| b == b'\n').filter(|t| !t.is_empty()) {
+            match reader.read(text, keep) {
+                ReadLine::Sample(sample) => {
+                    if query.after.as_ref().is_none_or(|k| sample.is_after(k)) {
+                        found.push(sample);
                     }
-                    ReadLine::Skipped => {}
-                    ReadLine::Bad => bad_lines += 1,
                 }
+                ReadLine::Skipped => {}
+                ReadLine::Bad => bad_lines += 1,
             }
-            if found.len() > query.limit {
-                found.sort_unstable_by(Sample::cmp_key);
-                found.truncate(query.limit + 1);
-                let last_ts = found[query.limit].ts_ms;
-                if blocks.get(i + 1).is_none_or(|(next, _)| next.ts_min_ms > last_ts) {
-                    break;
-                }
+        }
+        if found.len() > query.limit {
+            found.sort_unstable_by(Sample::cmp_key);
+            found.truncate(query.limit + 1);
+            let last_ts = found[query.limit].ts_ms;
+            if blocks.get(i + 1).is_none_or(|next| next.block.ts_min_ms > last_ts) {
+                break;
             }
         }
     }
@@ -147,6 +154,39 @@ pub fn from_file(shared: &Shared, uuid: &str, query: &Query) -> io::Result<Optio
     }
     found.sort_unstable_by(Sample::cmp_key);
     Ok(Some(paginate(found, query.limit, Source::File)))
+}
+
+/// The files of one GPU a query reads, each opened once. A file retention deleted after
+/// the query chose its blocks is skipped: every sample in it is past the retention.
+#[derive(Debug)]
+pub struct SegmentFiles<'a> {
+    shared: &'a Shared,
+    uuid: &'a str,
+    open: HashMap<SegmentKey, Option<File>>,
+}
+
+impl<'a> SegmentFiles<'a> {
+    /// None open yet.
+    pub fn new(shared: &'a Shared, uuid: &'a str) -> SegmentFiles<'a> {
+        SegmentFiles { shared, uuid, open: HashMap::new() }
+    }
+
+    /// The file of `segment`; `None` if it is gone.
+    ///
+    /// # Errors
+    /// It cannot be opened.
+    pub fn get(&mut self, segment: SegmentKey) -> io::Result<Option<&File>> {
+        if !self.open.contains_key(&segment) {
+            let path = segment_path(&self.shared.gpus_dir, self.uuid, segment);
+            let file = match open_for_read(&path) {
+                Ok(f) => Some(f),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            };
+            self.open.insert(segment, file);
+        }
+        Ok(self.open[&segment].as_ref())
+    }
 }
 
 fn paginate(mut samples: Vec<Sample>, limit: usize, source: Source) -> Page {

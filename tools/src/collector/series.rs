@@ -9,7 +9,8 @@
 //!
 //! The window is read from the cache when it holds all of it, else from the file through
 //! the time index, newest blocks first; past [`SCAN_MAX`] samples reading stops and the
-//! answer says from when on it is complete.
+//! answer says from when on it is complete. Samples before retention's limit
+//! ([`super::Shared::visible_from_ms`]) are left out.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;
@@ -17,8 +18,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::line::{parse_head, Line};
-use super::query::Source;
-use super::store::{gpu_path, open_for_read};
+use super::query::{SegmentFiles, Source};
 use super::Shared;
 
 /// Most buckets per metric a query may ask for.
@@ -108,6 +108,8 @@ pub struct Series {
 
 struct Builder<'q> {
     query: &'q SeriesQuery,
+    /// The window's start, or retention's limit if later.
+    from_ms: i64,
     wanted: HashSet<&'q str>,
     step_ms: i64,
     metrics: BTreeMap<String, BTreeMap<i64, Bucket>>,
@@ -115,9 +117,10 @@ struct Builder<'q> {
 }
 
 impl<'q> Builder<'q> {
-    fn new(query: &'q SeriesQuery) -> Builder<'q> {
+    fn new(query: &'q SeriesQuery, visible_from_ms: i64) -> Builder<'q> {
         Builder {
             query,
+            from_ms: query.start_ms.max(visible_from_ms),
             wanted: query.metrics.iter().map(String::as_str).collect(),
             step_ms: query.step_ms(),
             metrics: BTreeMap::new(),
@@ -126,7 +129,7 @@ impl<'q> Builder<'q> {
     }
 
     fn keeps(&self, ts_ms: i64, metric: &str) -> bool {
-        ts_ms >= self.query.start_ms
+        ts_ms >= self.from_ms
             && ts_ms <= self.query.end_ms
             && (self.wanted.is_empty() || self.wanted.contains(metric))
     }
@@ -163,10 +166,11 @@ impl<'q> Builder<'q> {
 /// # Errors
 /// The GPU's file cannot be opened or read.
 pub fn series(shared: &Shared, uuid: &str, query: &SeriesQuery) -> io::Result<Option<Series>> {
-    let mut builder = Builder::new(query);
+    let mut builder = Builder::new(query, shared.visible_from_ms());
+    let from_ms = builder.from_ms;
     let cached = {
         let mut cache = shared.cache.lock().expect("cache lock");
-        cache.select(uuid, query.start_ms, query.end_ms, |s| builder.keeps(s.ts_ms, &s.metric))
+        cache.select(uuid, from_ms, query.end_ms, |s| builder.keeps(s.ts_ms, &s.metric))
     };
     if let Some(samples) = cached {
         shared.stats.cache_hits.fetch_add(1, Relaxed);
@@ -179,32 +183,31 @@ pub fn series(shared: &Shared, uuid: &str, query: &SeriesQuery) -> io::Result<Op
     let blocks = {
         let catalog = shared.catalog.read().expect("catalog lock");
         match catalog.gpus.get(uuid) {
-            Some(gpu) => gpu.blocks_for(query.start_ms, query.end_ms),
+            Some(gpu) => gpu.blocks_for(from_ms, query.end_ms),
             None => return Ok(None),
         }
     };
     let mut complete_from_ms = None;
-    if !blocks.is_empty() {
-        let file = open_for_read(&gpu_path(&shared.gpus_dir, uuid))?;
-        let mut bytes = Vec::new();
-        let mut lines = 0u64;
-        for (i, (block, end)) in blocks.iter().enumerate().rev() {
-            if lines >= SCAN_MAX {
-                // Blocks are in order of their least time: everything from the least time
-                // of the blocks read on is complete.
-                complete_from_ms = Some(blocks[i + 1].0.ts_min_ms.max(query.start_ms));
-                break;
-            }
-            bytes.resize((end - block.pos) as usize, 0);
-            file.read_exact_at(&mut bytes, block.pos)?;
-            for text in bytes.split(|&b| b == b'\n').filter(|t| !t.is_empty()) {
-                lines += 1;
-                match parse_head(text) {
-                    Some(head) => builder.add(head.ts_ms, head.metric, head.value),
-                    None => {
-                        if let Some(line) = Line::parse(text) {
-                            builder.add(line.ts_ms, &line.metric, line.value);
-                        }
+    let mut files = SegmentFiles::new(shared, uuid);
+    let mut bytes = Vec::new();
+    let mut lines = 0u64;
+    for (i, at) in blocks.iter().enumerate().rev() {
+        if lines >= SCAN_MAX {
+            // Blocks are in order of their least time: everything from the least time of
+            // the blocks read on is complete.
+            complete_from_ms = Some(blocks[i + 1].block.ts_min_ms.max(from_ms));
+            break;
+        }
+        let Some(file) = files.get(at.segment)? else { continue };
+        bytes.resize((at.end - at.block.pos) as usize, 0);
+        file.read_exact_at(&mut bytes, at.block.pos)?;
+        for text in bytes.split(|&b| b == b'\n').filter(|t| !t.is_empty()) {
+            lines += 1;
+            match parse_head(text) {
+                Some(head) => builder.add(head.ts_ms, head.metric, head.value),
+                None => {
+                    if let Some(line) = Line::parse(text) {
+                        builder.add(line.ts_ms, &line.metric, line.value);
                     }
                 }
             }
@@ -233,7 +236,7 @@ mod tests {
     #[test]
     fn buckets_align_to_the_epoch_and_add_up() {
         let q = SeriesQuery { start_ms: 0, end_ms: 9_999, metrics: vec!["A".into()], points: 10 };
-        let mut b = Builder::new(&q);
+        let mut b = Builder::new(&q, i64::MIN);
         for (ts, v) in [(-1, 9.0), (0, 1.0), (999, 3.0), (1000, 5.0), (10_000, 7.0)] {
             b.add(ts, "A", v);
         }

@@ -16,6 +16,25 @@ pub struct Stats {
     pub samples_stored: AtomicU64,
     /// Records already stored, received again, acknowledged without storing.
     pub records_duplicate: AtomicU64,
+    /// Records whose time was already past the retention when they arrived: acknowledged,
+    /// not stored.
+    pub records_expired: AtomicU64,
+    /// Bytes of the JSONL files (durable and indexed).
+    pub stored_bytes: AtomicU64,
+    /// Retention runs completed.
+    pub retention_runs: AtomicU64,
+    /// Samples deleted by retention.
+    pub retention_samples_removed: AtomicU64,
+    /// Bytes deleted by retention.
+    pub retention_bytes_removed: AtomicU64,
+    /// Files deleted by retention.
+    pub retention_files_removed: AtomicU64,
+    /// GPUs that retention left without samples (gone from the catalog).
+    pub retention_gpus_removed: AtomicU64,
+    /// When the last retention run ended, ms since the epoch (0: none yet).
+    pub retention_last_run_ms: AtomicI64,
+    /// How long the last retention run took, microseconds.
+    pub retention_last_run_us: AtomicU64,
     /// Records refused, per [`BadReason`] (index by [`BadReason::index`]).
     pub records_bad: [AtomicU64; BadReason::ALL.len()],
     /// Batches stored (each: write, sync, checkpoint, ack).

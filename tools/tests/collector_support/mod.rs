@@ -258,11 +258,45 @@ pub fn group_state(broker: SocketAddr, group: &str, topic: &str) -> (u64, u32) {
         .map_or((u64::MAX, 0), |g| (g.lag, g.members))
 }
 
+/// A time for test records: 10 s before the start of the previous hour, so a test's data
+/// is recent (within the default retention of 168 hours) and its first 20 s span two hour
+/// files. The same all through one test process.
+pub fn base_ms() -> i64 {
+    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| {
+        let now = jiff::Timestamp::now().as_millisecond();
+        now.div_euclid(3_600_000) * 3_600_000 - 3_600_000 - 10_000
+    })
+}
+
+/// The name of the hour directory `ts_ms` is stored in: `YYYY-MM-DDTHH`.
+pub fn hour_name(ts_ms: i64) -> String {
+    ts(ts_ms)[..13].to_string()
+}
+
+/// Every file under `gpus/` of a data directory, as `<hour>/<file>` (or `<file>` for one
+/// directly in `gpus/`), links included.
+pub fn gpu_files(data_dir: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(data_dir.join("gpus")).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type().unwrap().is_dir() {
+            for file in std::fs::read_dir(entry.path()).unwrap() {
+                out.insert(format!("{name}/{}", file.unwrap().file_name().to_string_lossy()));
+            }
+        } else {
+            out.insert(name);
+        }
+    }
+    out
+}
+
 /// Every stored line of a data directory, as (gpu, partition, offset, metric).
 pub fn stored_lines(data_dir: &Path) -> Vec<(String, u64, u64, String)> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(data_dir.join("gpus")).unwrap() {
-        let path = entry.unwrap().path();
+    for name in gpu_files(data_dir) {
+        let path = data_dir.join("gpus").join(&name);
         let gpu = path.file_stem().unwrap().to_string_lossy().into_owned();
         for line in std::fs::read_to_string(&path).unwrap().lines() {
             let v: serde_json::Value = serde_json::from_str(line).expect("every kept line parses");
