@@ -111,6 +111,8 @@ impl Collector {
             .args(["--addr", &broker.to_string(), "--topic", topic, "--http", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(dir)
+            // The records carry fixed timestamps (`T0`): keep them whatever the date.
+            .args(["--retention-hours", "0"])
             .args(extra)
             .env(
                 "RUST_LOG",
