@@ -62,7 +62,11 @@ struct Cli {
     /// Records per second per worker; 0 for as fast as the broker acknowledges.
     #[arg(long, default_value_t = 0.0, value_name = "R")]
     rate: f64,
-    /// Publish only rows whose number modulo N is I (0-based, header excluded).
+    /// Publish only shard I of N: rows whose GPU id (the record key) has an FNV-1a hash
+    /// (fnv1a_32, as the broker's partitioning) that is I modulo N, so each GPU's rows stay
+    /// in one instance, in file order; every instance reads the whole file. A row without a
+    /// valid GPU id (skipped anyway) goes by its row number modulo N (0-based, header
+    /// excluded). With --synthetic, GPU number modulo N. See spec/telemetry.md, Sharding.
     #[arg(long, default_value = "0/1", value_name = "I/N")]
     shard: Shard,
     /// Generate DCGM-shaped data instead of reading a file.

@@ -6,6 +6,7 @@
 //! [`valid_gpu_id`]. Then the metrics: long layout, `{metric_name: value}`; wide layout,
 //! every other cell that holds a number. Every other non-empty cell is an attribute.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::telemetry::{valid_gpu_id, TelemetryRecord};
@@ -107,11 +108,10 @@ pub fn convert(schema: &Schema, cells: &[&str]) -> Result<Converted, Skip> {
     let hostname = cell(schema.hostname);
     let index_text = cell(schema.gpu_index);
     let gpu_index = index_text.and_then(|t| t.parse::<u32>().ok());
-    let uuid = match (cell(schema.uuid), hostname, gpu_index) {
-        (Some(uuid), _, _) => uuid.to_string(),
-        (None, Some(host), Some(index)) => format!("{host}:{index}"),
-        _ => return Err(Skip::new(SkipReason::MissingGpuId, missing_id_detail(schema))),
+    let Some(uuid) = gpu_id(cell(schema.uuid), hostname, gpu_index) else {
+        return Err(Skip::new(SkipReason::MissingGpuId, missing_id_detail(schema)));
     };
+    let uuid = uuid.into_owned();
     if !valid_gpu_id(&uuid) {
         let shown: String = uuid.chars().take(64).collect();
         return Err(Skip::new(SkipReason::InvalidGpuId, format!("GPU id {shown:?}")));
@@ -145,6 +145,41 @@ pub fn convert(schema: &Schema, cells: &[&str]) -> Result<Converted, Skip> {
         }
     }
     Ok(Converted { record, labels_malformed })
+}
+
+/// A row's GPU id from its identity cells (trimmed, missing ones `None`): the UUID, else
+/// `<host>:<index>`; `None` when the row has neither. Not validated here.
+pub fn gpu_id<'c>(
+    uuid: Option<&'c str>,
+    host: Option<&str>,
+    index: Option<u32>,
+) -> Option<Cow<'c, str>> {
+    match (uuid, host, index) {
+        (Some(uuid), _, _) => Some(Cow::Borrowed(uuid)),
+        (None, Some(host), Some(index)) => Some(Cow::Owned(format!("{host}:{index}"))),
+        _ => None,
+    }
+}
+
+/// The key that picks a row's `--shard`: the GPU id [`convert`] gives the row (the record's
+/// `uuid` and broker key), computed from the identity cells alone. `cell(i)` is column `i`'s
+/// trimmed text, `None` if it is not UTF-8. `None` when the row has no valid id (no UUID
+/// and no host with a u32 index, an identity cell that is not UTF-8, or an id that fails
+/// [`valid_gpu_id`]): such a row goes by row number. The caller checks the cell count.
+pub fn shard_key<'c>(
+    schema: &Schema,
+    cell: impl Fn(usize) -> Option<&'c str>,
+) -> Option<Cow<'c, str>> {
+    let mut cells: [Option<&'c str>; 3] = [None; 3];
+    for (slot, at) in cells.iter_mut().zip([schema.uuid, schema.hostname, schema.gpu_index]) {
+        if let Some(i) = at {
+            let text = cell(i)?;
+            *slot = Some(text).filter(|t| !cell::is_missing(t));
+        }
+    }
+    let [uuid, host, index] = cells;
+    let id = gpu_id(uuid, host, index.and_then(|t| t.parse::<u32>().ok()))?;
+    valid_gpu_id(&id).then_some(id)
 }
 
 fn missing_id_detail(schema: &Schema) -> &'static str {
@@ -196,7 +231,8 @@ fn fill_fields(schema: &Schema, cells: &[&str], record: &mut TelemetryRecord) {
 pub struct Prepared {
     /// The broker record key: the GPU id.
     pub key: Box<str>,
-    /// FNV-1a of the key, which picks the record's worker (computed once).
+    /// FNV-1a of the key (`fnv1a_32`, as the broker's partitioning), which picks the
+    /// record's shard and worker (computed once).
     pub key_hash: u32,
     json: Box<[u8]>,
 }
@@ -214,7 +250,7 @@ impl Prepared {
         assert_eq!(record.timestamp, TIMESTAMP_PLACEHOLDER, "set when sent");
         let json = serde_json::to_vec(record).expect("a record always serializes");
         assert_eq!(&json[..TIMESTAMP_AT], br#"{"timestamp":""#, "timestamp comes first");
-        let key_hash = mq_client::protocol::hash::fnv1a_32(record.uuid.as_bytes());
+        let key_hash = super::key_hash(&record.uuid);
         let key = record.uuid.clone().into_boxed_str();
         Prepared { key, key_hash, json: json.into_boxed_slice() }
     }
@@ -309,6 +345,41 @@ mod tests {
         assert_eq!(skip(&["", "", "[N/A]", "1"]), SkipReason::MissingGpuId);
         assert_eq!(skip(&["node/1", "0", "", "1"]), SkipReason::InvalidGpuId);
         assert_eq!(skip(&["n", "0", "../../etc/x", "1"]), SkipReason::InvalidGpuId);
+    }
+
+    #[test]
+    fn the_shard_key_is_the_records_uuid_or_none() {
+        let s = schema("hostname,gpu_id,uuid,metric_name,value");
+        let key =
+            |cells: &[&'static str]| shard_key(&s, |i| Some(cells[i])).map(|k| k.into_owned());
+        for cells in [
+            ["node-1", "3", "GPU-1", "M", "1"],
+            ["node-1", "3", "", "M", "1"],
+            ["node-1", "3", "[N/A]", "", "x"], // skipped for its metric: the key still counts
+            ["", "", "GPU-2", "M", "NaN"],
+        ] {
+            let id = convert(&s, &cells).map(|c| c.record.uuid);
+            let expected =
+                if cells[2].starts_with("GPU") { cells[2].to_string() } else { "node-1:3".into() };
+            assert_eq!(key(&cells).as_deref(), Some(expected.as_str()), "{cells:?}");
+            if let Ok(id) = id {
+                assert_eq!(id, expected);
+            }
+        }
+        for cells in [
+            ["node-1", "x", "", "M", "1"],
+            ["", "0", "N/A", "M", "1"],
+            ["n", "0", "../../etc/x", "M", "1"],
+            ["node/1", "0", "", "M", "1"],
+        ] {
+            assert_eq!(key(&cells), None, "{cells:?}");
+            let reason = convert(&s, &cells).unwrap_err().reason;
+            assert!(matches!(reason, SkipReason::MissingGpuId | SkipReason::InvalidGpuId));
+        }
+        // An identity cell that is not UTF-8: no key (the row is skipped as bad_utf8).
+        assert_eq!(shard_key(&s, |i| (i != 2).then_some("1")), None);
+        // A column that plays no identity role may be anything.
+        assert!(shard_key(&s, |i| (i != 4).then_some("1")).is_some());
     }
 
     #[test]

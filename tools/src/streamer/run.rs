@@ -335,7 +335,7 @@ fn publish_records(
         rows_uncounted += 1;
         count_item(&item, first_pass, counters);
         let Item::Record { line, prepared, .. } = item else { continue };
-        let w = prepared.key_hash as usize % workers;
+        let w = options.shard.worker_of(prepared.key_hash, workers);
         chunks[w].push(Job::new(line, prepared));
         if chunks[w].len() >= chunk_rows {
             counters.rows.fetch_add(std::mem::take(&mut rows_uncounted), Relaxed);

@@ -1,6 +1,8 @@
 //! Rows of a CSV file as [`Item`]s: a prepared record with its line number, or a skipped
 //! row with its reason. Reading is schema-agnostic (the header decides, see
-//! [`Schema`]), and only rows of this instance's [`Shard`] are converted.
+//! [`Schema`]), and only rows of this instance's [`Shard`] are converted. Every instance
+//! reads every row; for a row of another shard only its identity cells are looked at (to
+//! hash its GPU id).
 //!
 //! The `csv` crate does the quoting (quoted commas, `""`, CRLF, a UTF-8 BOM), reads bytes
 //! (so one bad UTF-8 cell skips one row, not the file), and tolerates ragged rows, which
@@ -11,9 +13,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::convert::{convert, Prepared, Skip, SkipReason};
+use super::convert::{convert, shard_key, Prepared, Skip, SkipReason};
 use super::schema::Schema;
-use super::Shard;
+use super::{key_hash, Shard};
 
 /// One data row of this shard.
 #[derive(Debug, Clone)]
@@ -158,7 +160,7 @@ impl<R: Read> CsvSource<R> {
             }
             let index = self.rows_total;
             self.rows_total += 1;
-            if !self.shard.owns(index) {
+            if self.shard.count > 1 && !self.shard.owns_row(self.row_key_hash(), index) {
                 continue;
             }
             let line = self.row.position().map_or(0, |p| p.line());
@@ -169,6 +171,17 @@ impl<R: Read> CsvSource<R> {
                 Err(skip) => Item::Skipped { line, skip },
             }));
         }
+    }
+
+    /// The hash of the current row's GPU id, which picks its shard; `None` for a ragged
+    /// row or one without a valid id (it goes by row number).
+    fn row_key_hash(&self) -> Option<u32> {
+        if self.row.len() != self.schema.columns.len() {
+            return None;
+        }
+        let cell =
+            |i: usize| self.row.get(i).and_then(|c| std::str::from_utf8(c).ok()).map(str::trim);
+        shard_key(&self.schema, cell).map(|key| key_hash(&key))
     }
 
     fn convert_row(&self) -> Result<(Prepared, bool), Skip> {
