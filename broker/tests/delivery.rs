@@ -139,7 +139,15 @@ fn a_record_never_acked_is_dead_lettered_after_max_deliveries() {
     c.call(&subscribe("t", "g", 10));
     dlq.call(&subscribe("t.dlq", "ops", 10));
     c.call(&publish("t", ["poison".to_string()]));
-    let attempts: Vec<u32> = (0..3).map(|_| c.collect(1, WAIT)[0].attempt).collect();
+    // Alive (a PING after each delivery) but never acking: a member that sent nothing at all
+    // would be taken out of the group instead (IDLE_TIMEOUT).
+    let attempts: Vec<u32> = (0..3)
+        .map(|_| {
+            let attempt = c.collect(1, WAIT)[0].attempt;
+            assert_eq!(c.call(&Request::Ping), Response::Pong);
+            attempt
+        })
+        .collect();
     assert_eq!(attempts, vec![1, 2, 3]);
     let dead = dlq.collect(1, WAIT);
     assert_eq!(&dead[0].value[..], b"DLQ t 0 0 3 ack_timeout\npoison");

@@ -319,6 +319,10 @@ fn d3_a_poison_record_does_not_hold_up_the_others() {
             good.extend(settle.iter().map(|r| r.value.clone()));
             if !settle.is_empty() {
                 c.send(&ack_all("t", "g", &settle));
+            } else {
+                // Alive, though not acking: a member that sends nothing at all while its
+                // records time out is taken out of the group (IDLE_TIMEOUT).
+                c.send(&Request::Ping);
             }
         }
     }
@@ -766,4 +770,49 @@ fn p11_sigterm_under_load_exits_cleanly_and_keeps_every_acknowledged_record() {
         "{stored} stored, {} acknowledged",
         acked.load(Ordering::SeqCst)
     );
+}
+
+/// D5, half-open: a member that stays connected but sends and reads nothing (a stopped
+/// process, a peer whose host died) is closed with `IDLE_TIMEOUT` once one of its records
+/// times out, and its partitions and records go to the member that is alive; nothing is
+/// dead-lettered.
+#[test]
+fn d5_a_silent_member_loses_its_partitions_and_records_to_the_live_one() {
+    let broker = start_broker(|c| {
+        c.core.ack_timeout = Duration::from_millis(300);
+        c.core.max_deliveries = 2;
+    });
+    let mut live = Bin::connect(broker.addr);
+    let mut silent = Bin::connect(broker.addr);
+    live.call(&create("t", 2));
+    assert!(matches!(live.call(&subscribe("t", "g", 100)), Response::Subscribed { .. }));
+    assert!(matches!(silent.call(&subscribe("t", "g", 100)), Response::Subscribed { .. }));
+    let mut publisher = Bin::connect(broker.addr);
+    let reply = publisher.call(&publish("t", (0..20).map(|i| format!("r{i}"))));
+    assert!(matches!(reply, Response::Published(ref p) if p.len() == 20), "{reply:?}");
+    // The live member acks what it gets; the silent one never reads nor sends again.
+    let mut got = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < 20 && Instant::now() < deadline {
+        if let Some(d) = live.deliver_within(Duration::from_millis(100)) {
+            got.extend(d.records.iter().map(|r| r.value.clone()));
+            live.send(&ack_all("t", "g", &d.records));
+        }
+    }
+    assert_eq!(got.len(), 20, "every record reached the live member");
+    // The silent member was closed with IDLE_TIMEOUT (after the replies it had).
+    let mut closed = false;
+    while let Some((_, response)) = silent.recv_within(Duration::from_secs(2)) {
+        if let Response::Error { code, .. } = response {
+            assert_eq!(code, ErrorCode::IDLE_TIMEOUT);
+            closed = true;
+        }
+    }
+    assert!(closed, "the silent member got IDLE_TIMEOUT");
+    let mut admin = Bin::connect(broker.addr);
+    let Response::Stats(json) = admin.call(&Request::Stats) else { panic!("no stats") };
+    let stats: StatsReply = serde_json::from_slice(&json).unwrap();
+    let g = stats.groups.iter().find(|g| g.group == "g").unwrap();
+    assert_eq!(g.dead_lettered, 0, "nothing was dead-lettered");
+    assert_eq!(g.members.len(), 1, "only the live member is left");
 }

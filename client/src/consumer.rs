@@ -8,6 +8,13 @@
 //! whatever is pending before it waits. Replies to acks are read along with deliveries and
 //! never waited for, except by [`Consumer::commit`].
 //!
+//! **Signs of life.** The broker takes a member that sends nothing while a record delivered
+//! to it times out for gone (`IDLE_TIMEOUT`: its partitions go to the rest of the group). While
+//! `poll` waits, the consumer sends a `PING` whenever nothing else went out for
+//! [`HEARTBEAT_EVERY`]; an application that holds records longer than the group's ack timeout
+//! (5 s by default) without calling `poll` or `ack` is taken for gone, and this consumer
+//! reconnects and resubscribes on its next call.
+//!
 //! **After a reconnect** the consumer subscribes again with start position `committed`: the
 //! group resumes at its lowest unacknowledged offsets (on a broker that lost the group, such
 //! as a restarted in-memory one, that is the oldest record). Records that were in flight are
@@ -28,6 +35,10 @@ use crate::ClientConfig;
 
 /// Most ranges in one `ACK` frame: 4096 × 20 bytes stays far below any frame limit.
 const ACK_RANGES_MAX: usize = 4096;
+/// While `poll` waits, a `PING` goes out when nothing else was sent for this long: a sign of
+/// life for the broker, which closes members that send nothing while their records time out
+/// (`IDLE_TIMEOUT`, after the group's ack timeout, 5 s by default).
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
 /// Partitions for which ranges are merged by index; a partition number above it (no topic
 /// has that many) still works, unmerged.
@@ -170,6 +181,8 @@ pub struct Consumer {
     /// Ack, nack and reject requests sent and not yet answered.
     unanswered: usize,
     stats: ConsumerStats,
+    /// When this consumer last sent the broker anything (see [`HEARTBEAT_EVERY`]).
+    last_sent: Instant,
 }
 
 impl Consumer {
@@ -205,6 +218,7 @@ impl Consumer {
             acks: AckBuffer::default(),
             unanswered: 0,
             stats: ConsumerStats::default(),
+            last_sent: Instant::now(),
         };
         let start = consumer.config.start;
         consumer.join(start)?;
@@ -413,9 +427,12 @@ impl Consumer {
     fn fill(&mut self, deadline: Instant) -> Result<()> {
         self.send_acks()?;
         while self.ready.is_empty() {
-            match self.link.conn()?.recv(deadline)? {
+            self.heartbeat()?;
+            let wake = deadline.min(Instant::now() + HEARTBEAT_EVERY);
+            match self.link.conn()?.recv(wake)? {
                 Some((id, response)) => self.apply(id, response)?,
-                None => return Ok(()),
+                None if wake >= deadline => return Ok(()),
+                None => {}
             }
         }
         while let Some((id, response)) = self.conn()?.buffered()? {
@@ -426,6 +443,19 @@ impl Consumer {
 
     fn conn(&mut self) -> Result<&mut Conn> {
         self.link.conn()
+    }
+
+    /// Sends a `PING` if nothing was sent for [`HEARTBEAT_EVERY`]: the broker takes a member
+    /// that sends nothing while its records time out for gone (`IDLE_TIMEOUT`), and a
+    /// consumer waiting in `poll` is not gone. Its `PONG` is read and dropped by `apply`.
+    fn heartbeat(&mut self) -> Result<()> {
+        if self.last_sent.elapsed() >= HEARTBEAT_EVERY {
+            let conn = self.link.conn()?;
+            conn.send(&Request::Ping)?;
+            conn.flush()?;
+            self.last_sent = Instant::now();
+        }
+        Ok(())
     }
 
     fn send_acks(&mut self) -> Result<()> {
@@ -448,6 +478,7 @@ impl Consumer {
         conn.send(request)?;
         conn.flush()?;
         self.unanswered += 1;
+        self.last_sent = Instant::now();
         Ok(())
     }
 

@@ -314,6 +314,33 @@ impl Group {
         Ok(touched)
     }
 
+    /// Members holding a record whose ack timeout has passed and that sent no request since
+    /// it was delivered (`last_request` of a connection): stopped or dead peers whose
+    /// connection stays open. They would keep their partitions, and so their records, for
+    /// ever (redelivered to them alone until dead-lettered).
+    pub fn stalled(
+        &self,
+        now: Instant,
+        last_request: impl Fn(ConnId) -> Option<Instant>,
+    ) -> Vec<ConnId> {
+        let mut stalled = Vec::new();
+        for part in &self.parts {
+            for flight in part.inflight.values().filter(|f| f.deadline <= now) {
+                let Some(c) = flight.member else { continue };
+                let delivered = flight.deadline.checked_sub(self.ack_timeout);
+                let quiet = match (last_request(c), delivered) {
+                    // A request of the delivering turn was handled before the delivery.
+                    (Some(seen), Some(delivered)) => seen <= delivered,
+                    _ => false,
+                };
+                if quiet && !stalled.contains(&c) {
+                    stalled.push(c);
+                }
+            }
+        }
+        stalled
+    }
+
     /// Moves flights whose deadline has passed to redelivery (or the dead-letter topic).
     pub fn expire(&mut self, now: Instant, max_deliveries: u32, dead: &mut Vec<DeadLetter>) {
         for (p, part) in self.parts.iter_mut().enumerate() {

@@ -151,6 +151,8 @@ struct ConnState {
     paused: bool,
     /// (topic, group) of each subscription.
     subs: Vec<(String, String)>,
+    /// When it last sent a request (any request counts as a sign of life).
+    last_request: Instant,
 }
 
 /// The broker's state machine.
@@ -219,7 +221,14 @@ impl Core {
         let authed = self.config.auth_token.is_none();
         self.conns.insert(
             conn,
-            ConnState { peer, connected_at: now.mono, authed, paused: false, subs: Vec::new() },
+            ConnState {
+                peer,
+                connected_at: now.mono,
+                authed,
+                paused: false,
+                subs: Vec::new(),
+                last_request: now.mono,
+            },
         );
         self.counters.connections_total += 1;
     }
@@ -275,6 +284,7 @@ impl Core {
     /// Handles one request from `conn`.
     pub fn handle(&mut self, conn: ConnId, request_id: u32, request: Request, now: Now) {
         let Some(state) = self.conns.get_mut(&conn) else { return };
+        state.last_request = now.mono;
         if !state.authed {
             self.authenticate(conn, request_id, request);
             return;
@@ -605,6 +615,7 @@ impl Core {
 
     /// Runs timers: acknowledgement timeouts, NACK delays, AUTH deadlines, retention.
     pub fn tick(&mut self, now: Now) {
+        self.drop_stalled_members(now);
         let max_deliveries = self.config.max_deliveries;
         let mut all_dead: Vec<(String, Vec<DeadLetter>)> = Vec::new();
         for ((topic, _), g) in self.groups.iter_mut() {
@@ -626,6 +637,46 @@ impl Core {
                     message: format!("no AUTH within {} ms", auth_timeout.as_millis()),
                 });
             }
+        }
+    }
+
+    /// Closes the connections of members that hold timed-out records and sent nothing since
+    /// those were delivered (`IDLE_TIMEOUT`), and takes them out of their groups at once, so
+    /// their partitions and records go to the rest of each group. A consumer that keeps
+    /// working sends acks (or any request) at least once per ack timeout.
+    fn drop_stalled_members(&mut self, now: Now) {
+        let mut stalled: Vec<ConnId> = Vec::new();
+        for g in self.groups.values() {
+            let conns = &self.conns;
+            // A paused connection (output backed up) has its requests left unread: the
+            // slow-consumer limit deals with it.
+            let quiet_since = |c| conns.get(&c).filter(|s| !s.paused).map(|s| s.last_request);
+            for c in g.stalled(now.mono, quiet_since) {
+                if !stalled.contains(&c) {
+                    stalled.push(c);
+                }
+            }
+        }
+        for conn in stalled {
+            let Some(state) = self.conns.get_mut(&conn) else { continue };
+            let subs = std::mem::take(&mut state.subs);
+            let quiet_ms = now.mono.duration_since(state.last_request).as_millis();
+            warn!(
+                "conn {conn} ({}) closed: {} sent nothing for {quiet_ms} ms while records delivered to it timed out",
+                state.peer,
+                ErrorCode::IDLE_TIMEOUT
+            );
+            for (topic, group) in subs {
+                self.leave(conn, &topic, &group, now);
+            }
+            self.counters.connections_rejected += 1;
+            self.outputs.push(Output::Close {
+                conn,
+                code: ErrorCode::IDLE_TIMEOUT,
+                message: format!(
+                    "sent nothing for {quiet_ms} ms while records delivered to it timed out; its partitions went to the rest of the group"
+                ),
+            });
         }
     }
 

@@ -208,6 +208,8 @@ fn an_unacked_record_is_redelivered_after_the_ack_timeout() {
     assert_eq!(h.pump().len(), 1);
     h.advance(4999);
     assert!(h.pump().is_empty(), "not before the timeout");
+    // A sign of life: a member that sends nothing at all is taken out of the group instead.
+    assert_eq!(h.request(1, Request::Ping), Response::Pong);
     h.advance(1);
     let again = h.pump();
     assert_eq!(again.len(), 1);
@@ -225,7 +227,9 @@ fn per_group_ack_timeouts_override_the_default() {
     h.subscribe(2, "t", "slow", 10);
     h.publish(1, "t", 1);
     assert_eq!(h.pump().len(), 2);
-    h.advance(100);
+    h.advance(50);
+    assert_eq!(h.request(1, Request::Ping), Response::Pong);
+    h.advance(50);
     let again = h.pump();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].0, 1);
@@ -288,7 +292,10 @@ fn a_record_is_dead_lettered_after_max_deliveries_with_its_attempt_count() {
         let got = h.pump();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].1.attempt, attempt);
-        h.advance(100);
+        // Alive (it sends requests) but never acks: a poison record.
+        h.advance(50);
+        assert_eq!(h.request(1, Request::Ping), Response::Pong);
+        h.advance(50);
     }
     let dead = h.pump();
     assert_eq!(dead.len(), 1);
@@ -378,7 +385,9 @@ fn a_late_ack_after_timeout_is_accepted_and_cancels_the_redelivery() {
     h.subscribe(1, "t", "g", 10);
     h.publish(1, "t", 1);
     let got = h.pump();
-    h.advance(100);
+    h.advance(50);
+    assert_eq!(h.request(1, Request::Ping), Response::Pong);
+    h.advance(50);
     assert_eq!(h.ack(1, "t", "g", &got[0].1), Response::Ok);
     assert!(h.pump().is_empty());
     assert_eq!(h.core.committed("t", "g", 0), Some(1));
@@ -669,4 +678,70 @@ fn an_unusable_checkpoint_restores_no_group_and_subscribe_chooses_where_it_start
         h.subscribe(2, "t", "early", 10);
         assert_eq!(h.pump().len(), 3, "{checkpoint}: from the oldest record when asked");
     }
+}
+
+#[test]
+fn a_member_that_sends_nothing_while_its_records_time_out_is_closed_and_its_records_go_to_the_others(
+) {
+    // A stopped consumer (SIGSTOP, a dead peer whose connection stays open) would otherwise
+    // keep its partitions and get its records redelivered to itself until dead-lettered.
+    let mut h = Harness::new(CoreConfig {
+        partitions_default: 2,
+        ack_timeout: Duration::from_millis(1000),
+        ..CoreConfig::default()
+    });
+    h.connect(1);
+    h.connect(2);
+    h.subscribe(1, "t", "g", 10);
+    h.subscribe(2, "t", "g", 10);
+    h.connect(3);
+    h.publish(3, "t", 4);
+    let first = h.pump();
+    assert_eq!(first.len(), 4);
+    let to_live: Vec<Delivery> =
+        first.iter().filter(|(c, _)| *c == 2).map(|(_, d)| d.clone()).collect();
+    assert_eq!(to_live.len(), 2, "each member owns one partition");
+    // Member 2 acks what it got; member 1 says nothing.
+    for d in &to_live {
+        assert_eq!(h.ack(2, "t", "g", d), Response::Ok);
+    }
+    h.advance(999);
+    assert!(h.core.take_outputs().is_empty(), "nothing happens before the ack timeout");
+    h.advance(1);
+    let closed: Vec<(ConnId, ErrorCode)> = h
+        .core
+        .take_outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Close { conn, code, .. } => Some((conn, code)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed, vec![(1, ErrorCode::IDLE_TIMEOUT)]);
+    let again = h.pump();
+    assert_eq!(again.len(), 2, "the silent member's records go to the live one: {again:?}");
+    assert!(again.iter().all(|(c, d)| *c == 2 && d.attempt == 2));
+    h.core.disconnect(1, h.now());
+    assert!(h.pump().is_empty(), "closing the connection later hands over nothing twice");
+}
+
+#[test]
+fn a_member_that_sent_any_request_since_the_delivery_keeps_its_partitions() {
+    let mut h = Harness::new(CoreConfig {
+        partitions_default: 1,
+        ack_timeout: Duration::from_millis(1000),
+        ..CoreConfig::default()
+    });
+    h.connect(1);
+    h.subscribe(1, "t", "g", 10);
+    h.publish(1, "t", 1);
+    assert_eq!(h.pump().len(), 1);
+    h.advance(500);
+    assert_eq!(h.request(1, Request::Ping), Response::Pong);
+    h.advance(500);
+    let outputs = h.core.take_outputs();
+    assert!(!outputs.iter().any(|o| matches!(o, Output::Close { .. })), "{outputs:?}");
+    let again = h.pump();
+    assert_eq!(again.len(), 1, "redelivered to the same member after the timeout");
+    assert_eq!(again[0].1.attempt, 2);
 }

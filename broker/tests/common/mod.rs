@@ -96,8 +96,9 @@ impl Bin {
         loop {
             match self.recv_within(deadline.saturating_duration_since(Instant::now()))? {
                 (0, Response::Deliver(d)) => return Some(d),
-                // The reply to a request sent without waiting (`send`), such as an ACK.
-                (_, Response::Ok) => {}
+                // The reply to a request sent without waiting (`send`), such as an ACK or a
+                // PING sent as a sign of life.
+                (_, Response::Ok | Response::Pong) => {}
                 other => panic!("unexpected frame while waiting for DELIVER: {other:?}"),
             }
         }
