@@ -90,6 +90,10 @@ pub struct Args {
     /// Time a connection has to authenticate [default: 2000].
     #[arg(long, value_name = "MS")]
     pub auth_timeout_ms: Option<u64>,
+    /// Close a connection that sent no request for this long (IDLE_TIMEOUT); 0: never
+    /// [default: 0].
+    #[arg(long, value_name = "MS")]
+    pub idle_timeout_ms: Option<u64>,
     /// Size of segment files (disk storage) [default: 33554432].
     #[arg(long, value_name = "BYTES")]
     pub segment_bytes: Option<usize>,
@@ -126,6 +130,7 @@ impl Args {
             retention_ms,
             auth_token,
             auth_timeout_ms,
+            idle_timeout_ms,
             segment_bytes,
             checkpoint_ms
         )
@@ -201,6 +206,7 @@ impl Args {
             line_bytes_max,
             auth_token: self.auth_token,
             auth_timeout: Duration::from_millis(self.auth_timeout_ms.unwrap_or(2000)),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms.unwrap_or(0)),
             storage_name: match storage {
                 StorageKind::Memory => "memory".into(),
                 StorageKind::Disk => "disk".into(),

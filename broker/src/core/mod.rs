@@ -101,6 +101,8 @@ pub struct CoreConfig {
     pub auth_token: Option<String>,
     /// Deadline for `AUTH` after connecting.
     pub auth_timeout: Duration,
+    /// A connection that sent no request for this long is closed; zero: never.
+    pub idle_timeout: Duration,
     /// Text for INFO.
     pub storage_name: String,
     /// Text for INFO.
@@ -123,6 +125,7 @@ impl Default for CoreConfig {
             line_bytes_max: mq_protocol::limits::LINE_BYTES_MAX_DEFAULT,
             auth_token: None,
             auth_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::ZERO,
             storage_name: "memory".into(),
             fsync_name: "none".into(),
         }
@@ -629,7 +632,22 @@ impl Core {
             self.dead_letter(&topic, &dead, now);
         }
         let auth_timeout = self.config.auth_timeout;
-        for (&conn, state) in &self.conns {
+        let idle_timeout = self.config.idle_timeout;
+        for (&conn, state) in &mut self.conns {
+            if state.authed
+                && !idle_timeout.is_zero()
+                && now.mono.duration_since(state.last_request) >= idle_timeout
+            {
+                // Counted from now again, so the close is queued once.
+                state.last_request = now.mono;
+                self.counters.connections_rejected += 1;
+                self.outputs.push(Output::Close {
+                    conn,
+                    code: ErrorCode::IDLE_TIMEOUT,
+                    message: format!("no request for {} ms", idle_timeout.as_millis()),
+                });
+                continue;
+            }
             if !state.authed && now.mono.duration_since(state.connected_at) >= auth_timeout {
                 self.outputs.push(Output::Close {
                     conn,

@@ -745,3 +745,33 @@ fn a_member_that_sent_any_request_since_the_delivery_keeps_its_partitions() {
     assert_eq!(again.len(), 1, "redelivered to the same member after the timeout");
     assert_eq!(again[0].1.attempt, 2);
 }
+
+#[test]
+fn with_an_idle_timeout_a_connection_that_sends_nothing_is_closed_once() {
+    let mut h = Harness::new(CoreConfig {
+        idle_timeout: Duration::from_millis(1000),
+        ..CoreConfig::default()
+    });
+    h.connect(1);
+    h.advance(999);
+    assert!(h.core.take_outputs().is_empty());
+    assert_eq!(h.request(1, Request::Ping), Response::Pong);
+    h.advance(999);
+    assert!(h.core.take_outputs().is_empty(), "a request restarts the count");
+    h.advance(1);
+    let outputs = h.core.take_outputs();
+    assert!(
+        matches!(&outputs[..], [Output::Close { conn: 1, code: ErrorCode::IDLE_TIMEOUT, .. }]),
+        "{outputs:?}"
+    );
+    h.advance(100);
+    assert!(h.core.take_outputs().is_empty(), "queued once");
+}
+
+#[test]
+fn without_an_idle_timeout_a_silent_connection_stays() {
+    let mut h = Harness::with_partitions(1);
+    h.connect(1);
+    h.advance(3_600_000);
+    assert!(h.core.take_outputs().is_empty());
+}
