@@ -775,3 +775,45 @@ fn without_an_idle_timeout_a_silent_connection_stays() {
     h.advance(3_600_000);
     assert!(h.core.take_outputs().is_empty());
 }
+
+/// RELIABILITY D8: timers run on the monotonic clock. A wall-clock jump (NTP step, an
+/// operator's `date -s`) 15 minutes forward or back, with 10 ms of real time passing, neither
+/// fires nor delays an ack timeout; the record times out after its monotonic second.
+#[test]
+fn wall_clock_jumps_fire_no_ack_timeout_and_delay_none() {
+    let mut h = Harness::new(CoreConfig {
+        partitions_default: 1,
+        ack_timeout: Duration::from_millis(1000),
+        ..CoreConfig::default()
+    });
+    h.connect(1);
+    h.subscribe(1, "t", "g", 10);
+    h.publish(1, "t", 1);
+    assert_eq!(h.pump().len(), 1);
+    let base = h.now();
+    const JUMP_MS: u64 = 900_000;
+    for (i, wall_ms) in [base.wall_ms + JUMP_MS, base.wall_ms - JUMP_MS].into_iter().enumerate() {
+        let now = Now { mono: base.mono + Duration::from_millis(10 * (i as u64 + 1)), wall_ms };
+        h.core.tick(now);
+        h.core.pump(now);
+        let outputs = h.core.take_outputs();
+        assert!(outputs.is_empty(), "a wall-clock jump moved a timer: {outputs:?}");
+    }
+    // A sign of life, then the monotonic second passes (the wall clock still behind).
+    h.now_ms += 500;
+    assert_eq!(h.request(1, Request::Ping), Response::Pong);
+    let late =
+        Now { mono: base.mono + Duration::from_millis(1000), wall_ms: base.wall_ms - JUMP_MS };
+    h.core.tick(late);
+    h.core.pump(late);
+    let again: Vec<u32> = h
+        .core
+        .take_outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Send { response: Response::Deliver(d), .. } => Some(d.records[0].attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(again, vec![2], "redelivered once its monotonic timeout passed");
+}
