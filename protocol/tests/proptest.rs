@@ -3,6 +3,13 @@
 //!
 //! A counting global allocator records the largest single allocation made while a test
 //! measures, so "a length field cannot make us reserve memory" is checked, not assumed.
+//!
+//! The hostile-input properties run 2,000 cases each in `cargo test`; a long run (the
+//! reliability plan asks for at least a million inputs) sets `MQ_FUZZ_CASES`:
+//!
+//! ```sh
+//! MQ_FUZZ_CASES=1000000 cargo test --release -p mq-protocol --test proptest
+//! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -209,8 +216,13 @@ fn hostile_input() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![random_bytes(), random_frames(), mutated_frames(), text_soup()]
 }
 
+/// Cases per hostile-input property: `MQ_FUZZ_CASES`, or `default`.
+fn fuzz_cases(default: u32) -> u32 {
+    std::env::var("MQ_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(fuzz_cases(2000)))]
 
     /// (a) Whatever arrives, in whatever pieces, the codec answers without panicking.
     #[test]
@@ -299,7 +311,7 @@ fn drain_replies<T>(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1000))]
+    #![proptest_config(ProptestConfig::with_cases(fuzz_cases(1000)))]
 
     /// (a) The client's decoders, too, survive whatever a broker (or impostor) sends.
     #[test]
