@@ -294,3 +294,50 @@ impl Drop for Mqd {
         let _ = self.child.wait();
     }
 }
+
+impl Mqd {
+    /// Starts the `mqd` binary listening on `listen` (such as the address of a broker that
+    /// was just killed) with `args`, and waits until it listens. Returns the tail of its
+    /// output if it exits first (the port not free yet, say) or stays silent for 30 s.
+    pub fn try_spawn_at(listen: &str, args: &[&str]) -> Result<Mqd, String> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mqd"))
+            .args(["--listen", listen])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("mqd starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            let mut early = Vec::new();
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[mqd] {line}");
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(Ok(rest.split_whitespace().next().unwrap().to_string()));
+                    }
+                } else if tx.is_some() {
+                    early.push(line);
+                }
+            }
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(Err(early.join("\n")));
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(addr)) => Ok(Mqd { child, addr: addr.parse().unwrap() }),
+            Ok(Err(output)) => {
+                let _ = child.wait();
+                Err(format!("mqd exited before listening: {output}"))
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err("mqd did not say it listens within 30 s".into())
+            }
+        }
+    }
+}
