@@ -183,13 +183,7 @@ impl Gateway {
         let mut holders: HashMap<String, Vec<usize>> = HashMap::new();
         let mut answered = 0;
         for (index, answer) in answers.into_iter().enumerate() {
-            let list = match answer {
-                Ok((StatusCode::OK, body)) => {
-                    serde_json::from_slice::<GpuList>(&body).map_err(|e| e.to_string())
-                }
-                Ok((status, _)) => Err(format!("HTTP {status}")),
-                Err(e) => Err(e),
-            };
+            let list = ok_json::<GpuList>(answer);
             let list = match list {
                 Ok(l) => l,
                 Err(e) => {
@@ -321,6 +315,15 @@ async fn gpu_telemetry(
     let merged = merge_pages(&gpu_id, pages, query.limit);
     let bytes = serde_json::to_vec(&merged).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(json_bytes(StatusCode::OK, bytes))
+}
+
+/// A collector's answer as `T` if it is a 200 with a readable body; otherwise why not.
+fn ok_json<T: serde::de::DeserializeOwned>(answer: Fetched) -> Result<T, String> {
+    match answer {
+        Ok((StatusCode::OK, body)) => serde_json::from_slice::<T>(&body).map_err(|e| e.to_string()),
+        Ok((status, _)) => Err(format!("HTTP {status}")),
+        Err(e) => Err(e),
+    }
 }
 
 /// The collectors' answers about one GPU: the parsed 200 bodies (404s skipped, unreadable
@@ -757,13 +760,7 @@ async fn stats(State(gateway): State<Shared>) -> Json<GatewayStatsBody> {
         .iter()
         .zip(answers)
         .map(|(url, answer)| {
-            let parsed = match answer {
-                Ok((StatusCode::OK, body)) => {
-                    serde_json::from_slice::<StatsBody>(&body).map_err(|e| e.to_string())
-                }
-                Ok((status, _)) => Err(format!("HTTP {status}")),
-                Err(e) => Err(e),
-            };
+            let parsed = ok_json::<StatsBody>(answer);
             match parsed {
                 Ok(stats) => DownstreamStats { url: url.clone(), stats: Some(stats), error: None },
                 Err(e) => DownstreamStats { url: url.clone(), stats: None, error: Some(e) },
@@ -793,13 +790,7 @@ async fn overview(State(gateway): State<Shared>) -> Result<Json<OverviewBody>, A
     let answers = gateway.fan_out(&gateway.all(), "/api/v1/overview").await;
     let mut bodies = Vec::new();
     for (url, answer) in gateway.collectors.iter().zip(answers) {
-        let parsed = match answer {
-            Ok((StatusCode::OK, body)) => {
-                serde_json::from_slice::<OverviewBody>(&body).map_err(|e| e.to_string())
-            }
-            Ok((status, _)) => Err(format!("HTTP {status}")),
-            Err(e) => Err(e),
-        };
+        let parsed = ok_json::<OverviewBody>(answer);
         match parsed {
             Ok(body) => bodies.push(body),
             Err(e) => warn!("collector {url} gave no overview: {e}"),
@@ -851,13 +842,7 @@ async fn pipeline(State(gateway): State<Shared>) -> Json<PipelineBody> {
     let mut broker = None;
     let mut collectors = Vec::new();
     for (url, answer) in gateway.collectors.iter().zip(answers) {
-        let parsed = match answer {
-            Ok((StatusCode::OK, body)) => {
-                serde_json::from_slice::<PipelineBody>(&body).map_err(|e| e.to_string())
-            }
-            Ok((status, _)) => Err(format!("HTTP {status}")),
-            Err(e) => Err(e),
-        };
+        let parsed = ok_json::<PipelineBody>(answer);
         match parsed {
             Ok(body) => {
                 if broker.is_none() && body.broker.as_ref().is_some_and(|b| b.stats.is_some()) {
