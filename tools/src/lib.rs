@@ -119,6 +119,32 @@ pub fn human_rate(per_s: Option<f64>) -> String {
     }
 }
 
+/// The `main` of a long-running service tool: logging from `RUST_LOG` (default `info`),
+/// its settings from `load` (flags and config file), then `run` until it stops. A settings
+/// error is exit 2, a failure while running exit 1, each printed to stderr as `name: error`
+/// (also when logging is turned off); a clean stop is exit 0.
+pub fn service_main<C, E: std::fmt::Display>(
+    name: &str,
+    load: impl FnOnce() -> Result<C, String>,
+    run: impl FnOnce(C) -> Result<(), E>,
+) -> std::process::ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let config = match load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match run(config) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -155,19 +155,5 @@ fn load(args: Args) -> Result<CollectorConfig, String> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let config = match load(Args::parse()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("telemetry-collector: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match collector::run(config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            log::error!("telemetry-collector: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    mq_tools::service_main("telemetry-collector", || load(Args::parse()), collector::run)
 }

@@ -52,19 +52,5 @@ fn load(args: Args) -> Result<GatewayConfig, String> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let config = match load(Args::parse()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("telemetry-gateway: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match gateway::run(config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            log::error!("telemetry-gateway: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    mq_tools::service_main("telemetry-gateway", || load(Args::parse()), gateway::run)
 }
