@@ -120,13 +120,14 @@ pub fn human_rate(per_s: Option<f64>) -> String {
 }
 
 /// The `main` of a long-running service tool: logging from `RUST_LOG` (default `info`),
-/// its settings from `load` (flags and config file), then `run` until it stops. A settings
-/// error is exit 2, a failure while running exit 1, each printed to stderr as `name: error`
-/// (also when logging is turned off); a clean stop is exit 0.
-pub fn service_main<C, E: std::fmt::Display>(
+/// its settings from `load` (flags and config file), then `run` until it stops. Exit 2 for
+/// what a restart cannot fix (a settings error, or a `PermissionDenied` failure such as a
+/// refused auth token), exit 1 for any other failure while running, each printed to stderr
+/// as `name: error` (also when logging is turned off); a clean stop is exit 0.
+pub fn service_main<C>(
     name: &str,
     load: impl FnOnce() -> Result<C, String>,
-    run: impl FnOnce(C) -> Result<(), E>,
+    run: impl FnOnce(C) -> std::io::Result<()>,
 ) -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = match load() {
@@ -140,7 +141,11 @@ pub fn service_main<C, E: std::fmt::Display>(
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{name}: {e}");
-            std::process::ExitCode::FAILURE
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                std::process::ExitCode::from(2)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }

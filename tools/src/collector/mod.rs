@@ -167,10 +167,13 @@ pub fn run(config: CollectorConfig) -> io::Result<()> {
     info!("stopped");
     served?;
     consumed.map_err(|e| {
-        io::Error::other(format!(
-            "auth refused: the broker refused the auth token ({e}); retrying cannot help: \
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "auth refused: the broker refused the auth token ({e}); retrying cannot help: \
              check --auth-token or MQ_AUTH_TOKEN"
-        ))
+            ),
+        )
     })
 }
 
