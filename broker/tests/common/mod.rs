@@ -238,29 +238,7 @@ pub struct Mqd {
 impl Mqd {
     /// Starts the `mqd` binary on 127.0.0.1:0 with `args` and waits until it listens.
     pub fn spawn(args: &[&str]) -> Mqd {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mqd"))
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("mqd starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(rest.split_whitespace().next().unwrap().to_string());
-                    }
-                }
-                eprintln!("[mqd] {line}");
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(10)).expect("mqd printed its address");
-        Mqd { child, addr: addr.parse().unwrap() }
+        Mqd::try_spawn_at("127.0.0.1:0", args).expect("mqd starts and listens")
     }
 
     pub fn signal(&self, name: &str) {
