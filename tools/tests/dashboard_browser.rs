@@ -613,6 +613,16 @@ fn dashboard_pages_show_the_fleet_in_a_browser() {
     assert_eq!(collectors, "1");
     let health = browser.eval("document.querySelector('#p-collectors .pill').textContent");
     assert_eq!(health, "ok");
+    // Storage and retention of each collector: bytes on disk, how long samples are kept.
+    let cells = browser.eval(
+        "[...document.querySelectorAll('#p-collectors tbody tr td')].slice(-3).map(td => td.textContent).join('|')",
+    );
+    let cells = cells.as_str().unwrap_or_default().to_string();
+    let parts: Vec<&str> = cells.split('|').collect();
+    assert_eq!(parts.len(), 3, "on disk, kept, expired: {cells}");
+    assert!(parts[0].ends_with("B"), "bytes on disk: {cells}");
+    assert!(parts[1] == "for ever" || parts[1].ends_with(" h"), "retention: {cells}");
+    assert!(parts[2].chars().all(|c| c.is_ascii_digit() || c == ','), "expired count: {cells}");
     browser
         .wait_for("two rate points", "+document.querySelector('#rate-chart').dataset.points >= 4");
     browser.screenshot(&shots.join("pipeline.png"));

@@ -812,6 +812,7 @@
       <dt>GPUs stored</dt><dd>${fmtInt.format(doc.collectors.reduce((n, c) => n + (c.stats ? c.stats.gpus : 0), 0))}</dd>
       <dt>samples stored</dt><dd>${fmtInt.format(doc.collectors.reduce((n, c) => n + (c.stats ? c.stats.samples_stored : 0), 0))}</dd>
       <dt>samples per second</dt><dd>${fmtRate(rate((d) => d.collectors.reduce((n, c) => n + (c.stats ? c.stats.samples_stored : 0), 0)))}</dd>
+      <dt>on disk</dt><dd>${fmtBytes(doc.collectors.reduce((n, c) => n + (c.stats && c.stats.stored_bytes ? c.stats.stored_bytes : 0), 0))}</dd>
     </dl></div>`);
     $('#p-cards').innerHTML = cards.join('');
 
@@ -850,7 +851,7 @@
 
     // Collectors
     $('#p-collectors').innerHTML = `<table><thead><tr><th class="l">collector</th><th class="l">status</th><th>consumed</th>
-      <th>stored/s</th><th>duplicates</th><th>bad</th><th>batches</th><th>sync</th><th>GPUs</th><th>cache hit rate</th><th>lag</th></tr></thead><tbody>` +
+      <th>stored/s</th><th>duplicates</th><th>bad</th><th>batches</th><th>sync</th><th>GPUs</th><th>cache hit rate</th><th>lag</th><th>on disk</th><th>kept</th><th>expired</th></tr></thead><tbody>` +
       doc.collectors.map((c, i) => {
         const s = c.stats;
         const name = c.url || 'this collector';
@@ -863,7 +864,10 @@
           <td>${s ? fmtInt.format(s.records_duplicate) : '–'}</td><td class="${bad ? 'bad' : ''}">${s ? fmtInt.format(bad) : '–'}</td>
           <td>${s ? fmtInt.format(s.batches) : '–'}</td><td>${s ? fmtValue(s.sync_us_mean / 1000, 'ms') : '–'}</td>
           <td>${s ? fmtInt.format(s.gpus) : '–'}</td><td>${s ? fmt1.format(100 * s.cache.hit_rate) + ' %' : '–'}</td>
-          <td>${s && s.lag != null ? fmtInt.format(s.lag) : '–'}</td></tr>`;
+          <td>${s && s.lag != null ? fmtInt.format(s.lag) : '–'}</td>
+          <td>${s && s.stored_bytes != null ? fmtBytes(s.stored_bytes) : '–'}</td>
+          <td>${s && s.retention ? (s.retention.hours ? fmtInt.format(s.retention.hours) + ' h' : 'for ever') : '–'}</td>
+          <td>${s && s.retention ? fmtInt.format(s.retention.samples_removed) : '–'}</td></tr>`;
       }).join('') + '</tbody></table>';
     view.dataset.collectors = String(doc.collectors.length);
 
