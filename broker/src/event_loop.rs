@@ -81,8 +81,6 @@ struct Conn {
     paused_since: Option<Instant>,
     /// In the ready queue (more input may be waiting).
     queued: bool,
-    /// Epoch of the last turn whose output for this connection was held for its flush.
-    held_epoch: u64,
 }
 
 /// A way to stop a broker running in another thread (tests, embedding).
@@ -360,7 +358,6 @@ impl Broker {
                 failed: false,
                 paused_since: None,
                 queued: false,
-                held_epoch: 0,
             });
             self.by_id.insert(id, key);
             self.core.connect(id, peer.to_string(), Now::real());
@@ -413,7 +410,7 @@ impl Broker {
         self.core.pump(now);
         let outputs = self.core.take_outputs();
         match &self.flusher {
-            Some(_) if self.config.fsync == FsyncMode::Always => self.group_commit(outputs),
+            Some(_) if self.held_output() => self.group_commit(outputs),
             Some(flusher) => {
                 if let FsyncMode::Interval(every) = self.config.fsync {
                     if now.mono >= self.last_sync + every && self.core.take_dirty() {
@@ -516,13 +513,6 @@ impl Broker {
             flusher.request(epoch);
         }
         if !outputs.is_empty() {
-            let epoch = self.held.epoch();
-            for output in &outputs {
-                let (Output::Send { conn, .. } | Output::Close { conn, .. }) = output;
-                if let Some(c) = self.by_id.get(conn).and_then(|&key| self.conns.get_mut(key)) {
-                    c.held_epoch = epoch;
-                }
-            }
             self.held.hold(outputs);
         }
         self.release_flushed();
@@ -703,15 +693,18 @@ impl Broker {
                 }
                 _ => {}
             }
-            let held = self.held.oldest();
-            let conn = &mut self.conns[key];
+            let conn = &self.conns[key];
             if let Some(since) = conn.closing_since {
                 // A peer that finished sending still gets the replies held for a flush, however
-                // long the flush takes; the grace for writing them starts once released.
-                let waiting = !conn.failed && held.is_some_and(|e| e <= conn.held_epoch);
+                // long the flush takes; the grace for writing them starts once released. Only
+                // closing connections look through the held output.
+                let id = conn.id;
+                let waiting = !conn.failed
+                    && self.held.any(|outputs| outputs.iter().any(|o| output_conn(o) == id));
+                let drained = conn.write_buf.is_empty();
                 if waiting {
-                    conn.closing_since = Some(now);
-                } else if conn.write_buf.is_empty() || now.duration_since(since) >= CLOSE_GRACE {
+                    self.conns[key].closing_since = Some(now);
+                } else if drained || now.duration_since(since) >= CLOSE_GRACE {
                     self.close(key);
                 }
             }
@@ -800,6 +793,12 @@ impl Broker {
             }
         }
     }
+}
+
+/// The connection an output goes to.
+fn output_conn(output: &Output) -> ConnId {
+    let (Output::Send { conn, .. } | Output::Close { conn, .. }) = output;
+    *conn
 }
 
 /// Reads from a connection until `WouldBlock`, EOF, or a per-turn bound. Returns whether the

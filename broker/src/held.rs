@@ -37,9 +37,9 @@ impl<T> Held<T> {
         self.flushed == self.epoch
     }
 
-    /// The epoch the oldest held item waits for.
-    pub fn oldest(&self) -> Option<u64> {
-        self.queue.front().map(|(e, _)| *e)
+    /// Whether any held item satisfies `f`.
+    pub fn any(&self, f: impl Fn(&T) -> bool) -> bool {
+        self.queue.iter().any(|(_, item)| f(item))
     }
 
     /// Whether nothing is held.
