@@ -212,3 +212,69 @@ fn a_record_too_large_for_the_broker_fails_alone() {
     assert_eq!(summary_count(&stderr, "records acked"), 2, "{stderr}");
     assert!(stderr.contains("line 3: not sent"), "{stderr}");
 }
+
+#[test]
+fn rate_is_the_streamers_total_whatever_the_worker_count() {
+    // 4 workers at --rate 200 for 2 s: about 200/s all together (448 seen: the reading
+    // stops a little after 2 s and the bucket starts with a burst). Before, each worker had
+    // the whole rate: about 1,600 in 2 s.
+    let broker = memory_broker();
+    let addr = broker.addr.to_string();
+    let dir = temp_dir();
+    let csv = numbered_csv(dir.path(), 1000, 32);
+    let out = run_streamer(&[
+        "--addr",
+        &addr,
+        "--topic",
+        "paced",
+        "--file",
+        csv.to_str().unwrap(),
+        "--loop",
+        "--rate",
+        "200",
+        "--workers",
+        "4",
+        "--duration",
+        "2",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let acked = summary_count(&stderr, "records acked");
+    assert!(acked > 0, "{stderr}");
+    assert!(acked <= 500, "--rate 200 over 2 s acked {acked}: {stderr}");
+}
+
+#[test]
+fn a_second_signal_abandons_the_drain_and_still_prints_the_summary() {
+    let broker = memory_broker();
+    let addr = broker.addr.to_string();
+    let dir = temp_dir();
+    let csv = numbered_csv(dir.path(), 1000, 16);
+    let child = spawn_streamer(&[
+        "--addr",
+        &addr,
+        "--topic",
+        "twice",
+        "--file",
+        csv.to_str().unwrap(),
+        "--loop",
+        "--rate",
+        "2000",
+        "--drain-timeout-ms",
+        "60000",
+    ]);
+    std::thread::sleep(Duration::from_millis(800));
+    broker.stop().expect("a clean stop");
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, "INT");
+    std::thread::sleep(Duration::from_millis(500));
+    let signalled = Instant::now();
+    signal(&child, "INT");
+    let (code, stderr) = wait_for(child, EXIT_WITHIN);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(signalled.elapsed() < Duration::from_secs(20), "ended {:?} after", signalled.elapsed());
+    assert!(stderr.contains("stopping: waiting up to 60.0 s"), "{stderr}");
+    assert!(stderr.contains("second signal: abandoning"), "{stderr}");
+    assert!(stderr.contains("telemetry-streamer summary after"), "{stderr}");
+    assert!(stderr.contains("records unacknowledged"), "{stderr}");
+}

@@ -51,6 +51,12 @@ struct Args {
     /// Seconds between progress lines.
     #[arg(long, default_value_t = 5)]
     progress: u64,
+    /// Disk the stack may keep, in MiB: half for the broker's topics (split over their
+    /// partitions, oldest segments dropped first), half for the collector's files (oldest
+    /// hours first). The default lets it run all day on a laptop (without it the broker alone
+    /// grew by about 4 GB an hour at the default rate); 0 keeps everything.
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    retention_mib: u64,
 }
 
 /// How long each component gets to stop gracefully before it is killed.
@@ -136,7 +142,8 @@ fn run(args: &Args) -> Result<bool, String> {
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| format!("cannot create {}: {e}", args.data_dir.display()))?;
 
-    let broker = Running::start(Config::disk(args.broker, &args.data_dir.join("broker")))
+    let budget = Budget::of(args.retention_mib);
+    let broker = Running::start(budget.broker_config(args.broker, &args.data_dir.join("broker")))
         .map_err(|e| format!("cannot start the broker on {}: {e}", args.broker))?;
     let broker_addr = broker.addr.to_string();
 
@@ -147,6 +154,8 @@ fn run(args: &Args) -> Result<bool, String> {
         &args.http.to_string(),
         "--data-dir",
         &args.data_dir.join("collector").display().to_string(),
+        "--retention-bytes",
+        &budget.collector_bytes.to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -212,7 +221,7 @@ fn run(args: &Args) -> Result<bool, String> {
         }
         if Instant::now() >= next_progress {
             next_progress += Duration::from_secs(args.progress.max(1));
-            progress(&mut client, args.http, started);
+            progress(&mut client, args.http, &args.data_dir, started);
         }
     }
 
@@ -237,6 +246,7 @@ fn banner(args: &Args, broker: &str, source: &str) {
     println!(
         "\nGPU telemetry stack is running.\n\n\
          \x20 broker     {broker}  (data in {data}/broker)\n\
+         \x20 disk       at most about {budget} MiB in {data} (--retention-mib)\n\
          \x20 collector  http://{http}  (data in {data}/collector, log {data}/collector.log)\n\
          \x20 streamer   {source}, {rate} records/s (log {data}/streamer.log)\n\n\
          Open http://{http}/ for the dashboard, or try:\n\n\
@@ -250,6 +260,7 @@ fn banner(args: &Args, broker: &str, source: &str) {
          Ctrl-C stops everything.\n",
         data = args.data_dir.display(),
         rate = args.rate,
+        budget = if args.retention_mib == 0 { "unlimited".to_string() } else { args.retention_mib.to_string() },
         host = broker.rsplit_once(':').map_or(broker, |(h, _)| h),
         port = broker.rsplit_once(':').map_or("7420", |(_, p)| p),
     );
@@ -270,8 +281,60 @@ fn wait_for_http(http: SocketAddr, collector: &mut Child, stop: &AtomicBool) -> 
     false
 }
 
-/// One progress line: what the broker holds, what the collector stored, the lag.
-fn progress(client: &mut Option<Client>, http: SocketAddr, started: Instant) {
+/// How the stack's disk budget is split (`--retention-mib`).
+struct Budget {
+    /// Size retention of each partition of the broker's topics; 0 for none.
+    partition_bytes: u64,
+    /// Segment size: small enough that retention drops data in steps of a few MiB, not
+    /// the 32 MiB default (16 partitions pre-allocate one segment each).
+    segment_bytes: usize,
+    /// The collector's `--retention-bytes`; 0 for none.
+    collector_bytes: u64,
+}
+
+impl Budget {
+    /// Segments of the stack's broker: 4 MiB (the broker's floor is twice its 1 MiB frame).
+    const SEGMENT_BYTES: usize = 4 * 1024 * 1024;
+
+    fn of(mib: u64) -> Budget {
+        let bytes = mib.saturating_mul(1024 * 1024);
+        let partitions = Config::disk("127.0.0.1:0".parse().expect("literal"), Path::new("."))
+            .core
+            .partitions_default as u64;
+        // A partition holds its retention plus the segment being written.
+        let partition_bytes = (bytes / 2 / partitions).saturating_sub(Self::SEGMENT_BYTES as u64);
+        Budget {
+            partition_bytes: if mib == 0 { 0 } else { partition_bytes.max(1) },
+            segment_bytes: Self::SEGMENT_BYTES,
+            collector_bytes: bytes / 2,
+        }
+    }
+
+    fn broker_config(&self, listen: SocketAddr, dir: &Path) -> Config {
+        let mut config = Config::disk(listen, dir);
+        config.core.retention.bytes = self.partition_bytes;
+        config.disk.segment_bytes = self.segment_bytes;
+        config
+    }
+}
+
+/// Bytes on disk under `dir` (allocated blocks, as `du`: segments are pre-allocated).
+fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(m) if m.is_dir() => disk_usage(&entry.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// One progress line: what the broker holds, what the collector stored, the lag, and
+/// where the data is and how big it is.
+fn progress(client: &mut Option<Client>, http: SocketAddr, data_dir: &Path, started: Instant) {
     let mut line = format!("[{:>5}s]", started.elapsed().as_secs());
     if let Some(stats) = client.as_mut().and_then(|c| c.stats().ok()) {
         let published: u64 =
@@ -292,6 +355,8 @@ fn progress(client: &mut Option<Client>, http: SocketAddr, started: Instant) {
         }
         Err(_) => line.push_str("  collector not answering"),
     }
+    let mib = disk_usage(data_dir) as f64 / (1024.0 * 1024.0);
+    line.push_str(&format!("  data {} {mib:.0} MiB", data_dir.display()));
     println!("{line}");
 }
 

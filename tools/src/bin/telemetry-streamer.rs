@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,7 +59,8 @@ struct Cli {
     /// connections let the broker take twice the bytes per group commit.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
     workers: u16,
-    /// Records per second per worker; 0 for as fast as the broker acknowledges.
+    /// Records per second for the whole streamer, all workers together; 0 for as fast as
+    /// the broker acknowledges.
     #[arg(long, default_value_t = 0.0, value_name = "R")]
     rate: f64,
     /// Publish only shard I of N: rows whose GPU id (the record key) has an FNV-1a hash
@@ -87,7 +88,9 @@ struct Cli {
     /// Stop reading after this many seconds (then drain).
     #[arg(long, value_name = "SECONDS")]
     duration: Option<f64>,
-    /// After SIGINT/SIGTERM, wait this long for outstanding acknowledgements.
+    /// After SIGINT/SIGTERM, wait this long for outstanding acknowledgements. A second
+    /// signal abandons them at once (counted as unacknowledged, summary printed, exit 1);
+    /// a third exits at once without a summary.
     #[arg(long, default_value_t = 10_000, value_name = "MS")]
     drain_timeout_ms: u64,
     /// Records per PUBLISH batch.
@@ -128,7 +131,7 @@ fn main() -> ExitCode {
         }
     };
     let stop = Arc::new(AtomicBool::new(false));
-    if let Err(e) = handle_signals(&stop) {
+    if let Err(e) = handle_signals(&stop, &options.worker.abandon, options.worker.drain_timeout) {
         eprintln!("telemetry-streamer: cannot install signal handlers: {e}");
         return ExitCode::from(2);
     }
@@ -153,14 +156,44 @@ fn main() -> ExitCode {
     }
 }
 
-/// A first SIGINT or SIGTERM sets `stop` (graceful drain); a second one exits at once
-/// with code 1.
-fn handle_signals(stop: &Arc<AtomicBool>) -> std::io::Result<()> {
+/// SIGINT or SIGTERM: the first sets `stop` (take no new rows, drain the outstanding
+/// acknowledgements for up to the drain timeout); the second sets `abandon` (end the drain
+/// now; the summary follows and counts what was left unacknowledged); the third exits at
+/// once with code 1. Each says on stderr what it does, since a silent exit after a second
+/// Ctrl-C left users unsure what had been published.
+fn handle_signals(
+    stop: &Arc<AtomicBool>,
+    abandon: &Arc<AtomicBool>,
+    drain: Duration,
+) -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    for signal in [SIGINT, SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())?;
-        signal_hook::flag::register(signal, stop.clone())?;
-    }
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    let (stop, abandon) = (stop.clone(), abandon.clone());
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        for (n, _) in signals.forever().enumerate() {
+            match n {
+                0 => {
+                    eprintln!(
+                        "telemetry-streamer: stopping: waiting up to {:.1} s for outstanding \
+                         acknowledgements (signal again to abandon them)",
+                        drain.as_secs_f64()
+                    );
+                    stop.store(true, Ordering::Relaxed);
+                }
+                1 => {
+                    eprintln!(
+                        "telemetry-streamer: second signal: abandoning outstanding \
+                         acknowledgements; the summary follows (signal again to exit at once)"
+                    );
+                    abandon.store(true, Ordering::Relaxed);
+                }
+                _ => {
+                    eprintln!("telemetry-streamer: third signal: exiting at once, no summary");
+                    std::process::exit(1);
+                }
+            }
+        }
+    })?;
     Ok(())
 }
 
@@ -216,13 +249,14 @@ fn options(cli: &Cli) -> Result<Options, String> {
         duration,
         row_bytes_max: cli.max_row_bytes,
         progress_every: (!progress.is_zero()).then_some(progress),
+        rate_per_s: cli.rate,
         worker: WorkerConfig {
             addrs,
             topic: cli.topic.clone(),
             client,
             producer,
-            rate_per_s: cli.rate,
             drain_timeout: Duration::from_millis(cli.drain_timeout_ms),
+            abandon: Arc::new(AtomicBool::new(false)),
             retry,
         },
     })

@@ -27,6 +27,8 @@ use super::{Shard, Source};
 const CHUNK_ROWS_MAX: usize = 256;
 /// Chunks that may wait for one worker before the reader blocks.
 const CHANNEL_CHUNKS: usize = 4;
+/// Longest sleep of the paced reader, so that a stop is noticed soon.
+const PACE_SLEEP_MAX: Duration = Duration::from_millis(50);
 /// Skipped rows logged one by one before they are only counted.
 const SKIP_LOGS_MAX: u64 = 20;
 
@@ -67,7 +69,9 @@ pub struct Options {
     pub row_bytes_max: usize,
     /// Interval of the progress line on stderr; `None` for none.
     pub progress_every: Option<Duration>,
-    /// What the workers are told (broker, topic, rate, drain timeout, batching).
+    /// Records per second for the whole streamer (all workers together); 0 for no limit.
+    pub rate_per_s: f64,
+    /// What the workers are told (broker, topic, drain timeout, batching).
     pub worker: WorkerConfig,
 }
 
@@ -152,7 +156,7 @@ pub fn run(
     let progress = options.progress_every.map(|every| Progress::start(every, counters.clone()));
     let limits = Limits::new(options, started);
     let outcome = if options.dry_run {
-        print_records(&mut rows, &limits, &stop, &counters, options.worker.rate_per_s, out)
+        print_records(&mut rows, &limits, &stop, &counters, options.rate_per_s, out)
     } else {
         publish_records(&mut rows, &limits, &stop, &counters, options)
     };
@@ -288,7 +292,7 @@ fn print_records(
         if out.write_all(&buf).is_err() {
             break; // the reader went away (`| head`): stop quietly
         }
-        counters.published.fetch_add(1, Relaxed);
+        // Printed, not published: the summary says "records printed" from this counter.
         counters.acked.fetch_add(1, Relaxed);
     }
     let _ = out.flush();
@@ -316,7 +320,8 @@ fn publish_records(
             (tx, handle)
         })
         .unzip();
-    let chunk_rows = chunk_rows(options.worker.rate_per_s);
+    let chunk_rows = chunk_rows(options.rate_per_s);
+    let mut limiter = RateLimiter::new(options.rate_per_s);
     let mut chunks: Vec<Vec<Job>> = (0..workers).map(|_| Vec::with_capacity(chunk_rows)).collect();
     let mut taken = 0;
     // Rows are counted here and added to the shared counter once per chunk, so that the
@@ -335,6 +340,10 @@ fn publish_records(
         rows_uncounted += 1;
         count_item(&item, first_pass, counters);
         let Item::Record { line, prepared, .. } = item else { continue };
+        if !pace(&mut limiter, &mut chunks, &senders, stop) {
+            counters.unsent.fetch_add(1, Relaxed);
+            break Ok(());
+        }
         let w = options.shard.worker_of(prepared.key_hash, workers);
         chunks[w].push(Job::new(line, prepared));
         if chunks[w].len() >= chunk_rows {
@@ -360,6 +369,34 @@ fn publish_records(
         }
     }
     result
+}
+
+/// Waits for a token of the rate limit (`--rate` is the streamer's total, so the one
+/// reader paces, not each worker). Before it sleeps it hands every partial chunk out, so
+/// that a worker whose GPUs are rare is not kept waiting for a full chunk. False when a
+/// stop came while it waited.
+fn pace(
+    limiter: &mut RateLimiter,
+    chunks: &mut [Vec<Job>],
+    senders: &[SyncSender<Vec<Job>>],
+    stop: &AtomicBool,
+) -> bool {
+    let mut handed_out = false;
+    while let Some(wait) = limiter.take(Instant::now()) {
+        if stop.load(Relaxed) {
+            return false;
+        }
+        if !handed_out {
+            for (chunk, sender) in chunks.iter_mut().zip(senders) {
+                if !chunk.is_empty() {
+                    let _ = sender.send(std::mem::take(chunk));
+                }
+            }
+            handed_out = true;
+        }
+        std::thread::sleep(wait.min(PACE_SLEEP_MAX));
+    }
+    true
 }
 
 /// Rows per chunk: a fiftieth of a second's worth at the rate limit, so a slow worker

@@ -141,10 +141,14 @@ impl Snapshot {
         let done = if dry_run { "printed" } else { "acked" };
         let _ = writeln!(out, "telemetry-streamer summary after {secs:.1} s:");
         let _ = writeln!(out, "  rows read          {}", human_count(self.rows));
-        let _ = writeln!(out, "  records published  {}", human_count(self.published));
+        if !dry_run {
+            let _ = writeln!(out, "  records published  {}", human_count(self.published));
+        }
         let _ =
             writeln!(out, "  records {done:<11}{} ({})", human_count(self.acked), human_rate(rate));
-        let _ = writeln!(out, "  resent             {}", human_count(self.resent));
+        if !dry_run {
+            let _ = writeln!(out, "  resent             {}", human_count(self.resent));
+        }
         let _ = writeln!(out, "  skipped rows       {}", human_count(self.skipped_total()));
         for reason in SkipReason::ALL {
             let n = self.skipped[reason.index()];
@@ -183,5 +187,16 @@ mod tests {
         assert!(!text.contains("ragged_row"), "{text}");
         assert!(text.contains("1 records unacknowledged"), "{text}");
         assert!(text.contains("7 (4/s)"), "{text}");
+    }
+
+    #[test]
+    fn a_dry_run_summary_says_printed_and_claims_nothing_published() {
+        let c = Counters::default();
+        c.rows.store(3, Relaxed);
+        c.acked.store(3, Relaxed);
+        let text = c.snapshot().summary(Duration::from_secs(1), true);
+        assert!(text.contains("records printed    3"), "{text}");
+        assert!(!text.contains("published"), "{text}");
+        assert!(!text.contains("resent"), "{text}");
     }
 }

@@ -29,7 +29,6 @@ use mq_client::{
 };
 
 use super::convert::{Clock, Prepared, TIMESTAMP_BYTES};
-use super::rate::RateLimiter;
 use super::stats::{Counters, FailReason};
 
 /// How often (in sends) a worker collects outcomes while it is busy sending.
@@ -72,10 +71,11 @@ pub struct WorkerConfig {
     pub client: ClientConfig,
     /// Batching of each producer.
     pub producer: ProducerConfig,
-    /// Records per second per worker; 0 for no limit.
-    pub rate_per_s: f64,
     /// How long to wait for outcomes after a stop.
     pub drain_timeout: Duration,
+    /// Set by a second stop signal: the drain ends at once, whatever is unacknowledged is
+    /// counted as such and the summary follows.
+    pub abandon: Arc<AtomicBool>,
     /// Pacing of new producers and of resends after an error (no bound: keep trying).
     pub retry: BackoffConfig,
 }
@@ -115,7 +115,6 @@ pub struct Worker {
     pending: VecDeque<Pending>,
     retry: VecDeque<Job>,
     backoff: Backoff,
-    limiter: RateLimiter,
     clock: Clock,
     stamp: [u8; TIMESTAMP_BYTES],
     stamp_uses: u32,
@@ -140,7 +139,6 @@ impl Worker {
         Worker {
             id,
             backoff: Backoff::new(config.retry.clone()),
-            limiter: RateLimiter::new(config.rate_per_s),
             config,
             inbox,
             inbox_closed: false,
@@ -180,10 +178,12 @@ impl Worker {
         self.stop_seen.is_some()
     }
 
-    /// Whether the drain after a stop has run out of time.
+    /// Whether the drain after a stop has run out of time (or was abandoned).
     fn out_of_time(&mut self) -> bool {
         self.stopped();
-        self.stop_seen.is_some_and(|at| at.elapsed() >= self.config.drain_timeout)
+        self.stop_seen.is_some_and(|at| {
+            at.elapsed() >= self.config.drain_timeout || self.config.abandon.load(Relaxed)
+        })
     }
 
     /// The next job: a resend first, then new rows (none after a stop).
@@ -234,9 +234,9 @@ impl Worker {
         Some(deadline.saturating_duration_since(Instant::now()))
     }
 
-    /// Sends one job: waits for the rate limit and a producer first.
+    /// Sends one job: waits for a producer first. (The rate limit is the reader's: it
+    /// hands rows out no faster than `--rate`, for all workers together.)
     fn publish(&mut self, mut job: Job) {
-        self.pace();
         if self.producer.is_none() && !self.connect() {
             self.retry.push_front(job);
             return;
@@ -288,21 +288,6 @@ impl Worker {
         self.counters.acked.fetch_add(tally.acked, Relaxed);
         self.counters.resent.fetch_add(tally.resent, Relaxed);
         self.stamp_uses = STAMP_REUSES_MAX;
-    }
-
-    /// Waits for a token of the rate limit (not after a stop: then the drain hurries).
-    fn pace(&mut self) {
-        if self.limiter.unlimited() {
-            return;
-        }
-        while let Some(wait) = self.limiter.take(Instant::now()) {
-            if self.stopped() {
-                return;
-            }
-            self.collect();
-            let nap = self.linger_left().map_or(wait, |l| l.min(wait)).min(SLEEP_SLICE);
-            std::thread::sleep(nap.max(Duration::from_micros(50)));
-        }
     }
 
     /// Sends lingering batches and applies the outcomes that have arrived.
