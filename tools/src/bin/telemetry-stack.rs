@@ -84,34 +84,38 @@ fn main() {
 }
 
 /// A sibling binary of this build (`target/<profile>/NAME`). `cargo run --bin
-/// telemetry-stack` builds only this binary, so when a sibling is missing and we run under
-/// cargo, the other binaries of the package are built first (same profile).
+/// telemetry-stack` builds only this binary, so under cargo every binary of the workspace
+/// (`mqd`, `mqctl`, `mq-bench` and the tools: the README uses them all) is built first, in
+/// the same profile; up to date, that takes about a second.
 fn sibling(name: &str) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let path = exe.with_file_name(name);
-    if !path.exists() {
-        if let Ok(cargo) = std::env::var("CARGO") {
-            eprintln!("building {name} and the other tools (once)…");
-            let release = exe.parent().and_then(Path::file_name).is_some_and(|d| d == "release");
-            let mut build = Command::new(cargo);
-            build.args(["build", "-p", "mq-tools", "--bins"]);
-            if release {
-                build.arg("--release");
-            }
-            let status = build.status().map_err(|e| format!("cannot run cargo build: {e}"))?;
-            if !status.success() {
-                return Err(format!("cargo build of the tools failed ({status})"));
-            }
-        }
-    }
     if path.exists() {
         Ok(path)
     } else {
         Err(format!(
-            "{} is missing: build it with `cargo build --release -p mq-tools`",
+            "{} is missing: build it with `cargo build --release --workspace`",
             path.display()
         ))
     }
+}
+
+/// Under cargo, builds every binary of the workspace (same profile) so that the siblings
+/// and the commands the banner suggests are all there and current.
+fn build_siblings() -> Result<(), String> {
+    let Ok(cargo) = std::env::var("CARGO") else { return Ok(()) };
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let release = exe.parent().and_then(Path::file_name).is_some_and(|d| d == "release");
+    let mut build = Command::new(cargo);
+    build.args(["build", "--workspace", "--bins"]);
+    if release {
+        build.arg("--release");
+    }
+    let status = build.status().map_err(|e| format!("cannot run cargo build: {e}"))?;
+    if !status.success() {
+        return Err(format!("cargo build of the workspace failed ({status})"));
+    }
+    Ok(())
 }
 
 fn spawn(program: &Path, args: &[String], log: &Path) -> Result<Child, String> {
@@ -137,6 +141,7 @@ fn run(args: &Args) -> Result<bool, String> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).map_err(|e| e.to_string())?;
     }
+    build_siblings()?;
     let streamer_bin = sibling("telemetry-streamer")?;
     let collector_bin = sibling("telemetry-collector")?;
     std::fs::create_dir_all(&args.data_dir)
@@ -243,6 +248,7 @@ fn run(args: &Args) -> Result<bool, String> {
 
 fn banner(args: &Args, broker: &str, source: &str) {
     let http = args.http;
+    let bin = bin_dir();
     println!(
         "\nGPU telemetry stack is running.\n\n\
          \x20 broker     {broker}  (data in {data}/broker)\n\
@@ -254,8 +260,8 @@ fn banner(args: &Args, broker: &str, source: &str) {
          \x20 curl -s 'http://{http}/api/v1/gpus/<uuid>/telemetry?limit=5&metric=DCGM_FI_DEV_GPU_UTIL'\n\
          \x20 curl -s http://{http}/stats\n\
          \x20 curl -s http://{http}/metrics | head -20\n\
-         \x20 cargo run -q --release -p mq-tools --bin mqctl -- --addr {broker} stats\n\
-         \x20 cargo run -q --release -p mq-tools --bin mqctl -- --addr {broker} tail telemetry\n\
+         \x20 {bin}/mqctl --addr {broker} stats\n\
+         \x20 {bin}/mqctl --addr {broker} tail telemetry --count 3\n\
          \x20 nc {host} {port}    (then type PING, STATS, TOPICS)\n\n\
          Ctrl-C stops everything.\n",
         data = args.data_dir.display(),
@@ -264,6 +270,17 @@ fn banner(args: &Args, broker: &str, source: &str) {
         host = broker.rsplit_once(':').map_or(broker, |(h, _)| h),
         port = broker.rsplit_once(':').map_or("7420", |(_, p)| p),
     );
+}
+
+/// Where this build's binaries are, relative to the working directory when it is below it
+/// (`target/release`), so that the suggested commands can be pasted as they are.
+fn bin_dir() -> String {
+    let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf))
+    else {
+        return "target/release".into();
+    };
+    let cwd = std::env::current_dir().unwrap_or_default();
+    dir.strip_prefix(&cwd).unwrap_or(&dir).display().to_string()
 }
 
 /// Waits until the collector accepts HTTP connections (or exits, or we are stopped).
