@@ -26,6 +26,7 @@
 pub mod cell;
 pub mod convert;
 pub mod labels;
+pub mod line_bound;
 pub mod rate;
 pub mod rows;
 pub mod run;

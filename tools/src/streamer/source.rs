@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::convert::{convert, shard_key, Prepared, Skip, SkipReason};
+use super::line_bound::{LineBound, HEADER_TOO_LONG};
 use super::schema::Schema;
 use super::{key_hash, Shard};
 
@@ -81,7 +82,7 @@ impl std::error::Error for SourceError {}
 /// A CSV file being read.
 #[derive(Debug)]
 pub struct CsvSource<R> {
-    reader: csv::Reader<R>,
+    reader: csv::Reader<LineBound<R>>,
     schema: Schema,
     row: csv::ByteRecord,
     rows_total: u64,
@@ -111,9 +112,13 @@ impl<R: Read> CsvSource<R> {
             .flexible(true)
             .trim(csv::Trim::All)
             .comment(Some(b'#'))
-            .from_reader(input);
-        let header =
-            reader.byte_headers().map_err(|source| SourceError::Read { line: 1, source })?;
+            .from_reader(LineBound::new(input, row_bytes_max));
+        let header = reader.byte_headers().map_err(|source| match source.kind() {
+            csv::ErrorKind::Io(e) if e.to_string() == HEADER_TOO_LONG => SourceError::Header(
+                format!("longer than {row_bytes_max} bytes (--max-row-bytes); is this a CSV file?"),
+            ),
+            _ => SourceError::Read { line: 1, source },
+        })?;
         if header.is_empty() {
             return Err(SourceError::Empty);
         }
@@ -151,6 +156,16 @@ impl<R: Read> CsvSource<R> {
     /// further.
     pub fn next_item(&mut self) -> Result<Option<Item>, SourceError> {
         loop {
+            if let Some(long) = self.reader.get_mut().take_skipped() {
+                let index = self.rows_total;
+                self.rows_total += 1;
+                if self.shard.count > 1 && !self.shard.owns_row(None, index) {
+                    continue;
+                }
+                let detail = format!("{} bytes, limit {}", long.bytes, self.row_bytes_max);
+                let skip = Skip::new(SkipReason::RowTooLarge, detail);
+                return Ok(Some(Item::Skipped { line: long.line, skip }));
+            }
             let more = self.reader.read_byte_record(&mut self.row).map_err(|source| {
                 let line = source.position().map_or(0, |p| p.line());
                 SourceError::Read { line, source }
