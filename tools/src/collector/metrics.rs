@@ -22,6 +22,18 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// out (the identity wins).
 const IDENTITY_LABELS: [&str; 5] = ["gpu", "UUID", "device", "modelName", "Hostname"];
 
+/// Record labels Prometheus attaches itself to every scraped series: exported, they come
+/// back as `exported_instance` / `exported_job` on every series.
+const TARGET_LABELS: [&str; 2] = ["instance", "job"];
+
+/// Whether a (sanitised) record label name is one that must never be exported: a name
+/// Prometheus reserves (`__` prefix: `__name__` copied from DCGM's `labels_raw` made
+/// Prometheus 2.42 refuse the whole page, "label name \"__name__\" is not unique: invalid
+/// sample", and `up` 0) or one it attaches itself ([`TARGET_LABELS`]).
+pub fn is_reserved_label(name: &str) -> bool {
+    name.starts_with("__") || TARGET_LABELS.contains(&name)
+}
+
 /// Renders the page.
 pub fn render(shared: &Shared) -> String {
     let mut out = String::with_capacity(64 * 1024);
@@ -70,7 +82,9 @@ fn write_labels(out: &mut String, uuid: &str, identity: &GpuIdentity, latest: &L
     if let Some(extra) = &latest.extra {
         for (k, v) in &extra.labels {
             let name = label_name(k);
-            if !IDENTITY_LABELS.contains(&name.as_str()) && !labels.iter().any(|(n, _)| *n == name)
+            if !IDENTITY_LABELS.contains(&name.as_str())
+                && !is_reserved_label(&name)
+                && !labels.iter().any(|(n, _)| *n == name)
             {
                 labels.push((name, v));
             }
@@ -260,6 +274,10 @@ mod tests {
                 labels: [
                     ("pci_bus_id".to_string(), "00:1E".to_string()),
                     ("UUID".into(), "x".into()),
+                    ("__name__".into(), "DCGM_FI_DEV_GPU_UTIL".into()),
+                    ("instance".into(), "node-1:9400".into()),
+                    ("job".into(), "dcgm".into()),
+                    ("_-x".into(), "sanitised into the reserved prefix".into()),
                 ]
                 .into(),
                 ..Default::default()
@@ -280,6 +298,9 @@ mod tests {
              Hostname=\"h\\\"1\",pci_bus_id=\"00:1E\"} 97.5\n"
         ), "{text}");
         assert!(text.contains("collector_records_bad_total{reason=\"bad_json\"} 0\n"));
+        for reserved in ["__name__=", "instance=", "job=", "__x="] {
+            assert!(!text.contains(reserved), "{reserved} exported: {text}");
+        }
         assert_eq!(metric_name("9 bad-name"), "_9_bad_name");
     }
 }
