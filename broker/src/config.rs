@@ -100,6 +100,11 @@ pub struct Args {
     /// Most often the group checkpoint is written [default: 200].
     #[arg(long, value_name = "MS")]
     pub checkpoint_ms: Option<u64>,
+    /// Delete a durable consumer group, with its committed offsets, once it has had no
+    /// member for this long (like Kafka's offsets.retention.minutes); 0: never. Ephemeral
+    /// groups go when their last member leaves [default: 604800000, 7 days].
+    #[arg(long, value_name = "MS")]
+    pub group_expiry_ms: Option<u64>,
 }
 
 impl Args {
@@ -132,7 +137,8 @@ impl Args {
             auth_timeout_ms,
             idle_timeout_ms,
             segment_bytes,
-            checkpoint_ms
+            checkpoint_ms,
+            group_expiry_ms
         )
     }
 
@@ -207,6 +213,9 @@ impl Args {
             auth_token: self.auth_token,
             auth_timeout: Duration::from_millis(self.auth_timeout_ms.unwrap_or(2000)),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms.unwrap_or(0)),
+            group_expiry: self
+                .group_expiry_ms
+                .map_or(crate::core::GROUP_EXPIRY_DEFAULT, Duration::from_millis),
             storage_name: match storage {
                 StorageKind::Memory => "memory".into(),
                 StorageKind::Disk => "disk".into(),

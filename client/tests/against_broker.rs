@@ -17,7 +17,7 @@ use mq_client::{
 const WAIT: Duration = Duration::from_secs(10);
 
 fn earliest(credit: u32) -> ConsumerConfig {
-    ConsumerConfig { start: StartPosition::Earliest, credit, ack_batch: 0 }
+    ConsumerConfig { start: StartPosition::Earliest, credit, ack_batch: 0, ephemeral: false }
 }
 
 /// Polls `consumer` until `n` messages arrived (acking each) or `WAIT` passed.

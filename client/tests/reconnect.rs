@@ -30,7 +30,12 @@ fn producer_and_consumer_ride_through_a_broker_restart() {
     let broker = start_broker(|_| {});
     let addr = broker.addr;
     let config = client_config(Duration::from_secs(10));
-    let subscription = ConsumerConfig { start: StartPosition::Earliest, credit: 256, ack_batch: 0 };
+    let subscription = ConsumerConfig {
+        start: StartPosition::Earliest,
+        credit: 256,
+        ack_batch: 0,
+        ephemeral: false,
+    };
     let mut consumer =
         Consumer::subscribe(&[addr], "restart", "g", config.clone(), subscription).unwrap();
     let seen: Arc<Mutex<HashMap<Vec<u8>, u32>>> = Arc::default();

@@ -20,8 +20,7 @@ use mq_protocol::limits::{FRAME_HEADER_BYTES, PUBLISH_RECORD_BYTES_MIN};
 use mq_protocol::text;
 use mq_protocol::{
     CreateTopic, Deliver, Delivery, ErrorCode, GroupKind, Limits, OffsetRange, Opcode, Placement,
-    Record,
-    Request, Response, ServerCodec, StartPosition, MAGIC, VERSION,
+    Record, Request, Response, ServerCodec, StartPosition, MAGIC, VERSION,
 };
 use proptest::collection::vec;
 use proptest::option;

@@ -184,10 +184,13 @@ fn run(args: &Args) -> Result<Report, ClientError> {
         .map(|i| {
             let group = if args.subscribers_share { 0 } else { i };
             let name = format!("bench-{}-{group}", std::process::id());
+            // Ephemeral: the bench's groups go when its subscribers do, instead of staying
+            // on the broker with the lag of every record published after the run.
             let subscription = ConsumerConfig {
                 start: StartPosition::Latest,
                 credit: args.credit,
                 ack_batch: args.ack_batch,
+                ephemeral: true,
             };
             client.subscribe(&args.topic, &name, subscription).map(|c| (group, c))
         })
