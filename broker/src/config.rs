@@ -407,6 +407,17 @@ mod example_config {
 
     /// The example shipped in `deploy/config/mqd.toml` loads, and means what it says.
     #[test]
+    fn group_expiry_defaults_to_7_days_and_0_is_never() {
+        let config = Args::parse_from(["mqd"]).resolve().unwrap();
+        assert_eq!(config.core.group_expiry, Duration::from_secs(7 * 24 * 3600));
+        let config = Args::parse_from(["mqd", "--group-expiry-ms", "0"]).resolve().unwrap();
+        assert!(config.core.group_expiry.is_zero());
+        let file: Args = toml::from_str("group_expiry_ms = 60000\n").unwrap();
+        let config = Args::parse_from(["mqd"]).or(file).resolve().unwrap();
+        assert_eq!(config.core.group_expiry, Duration::from_secs(60));
+    }
+
+    #[test]
     fn the_deployment_example_config_loads() {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/mqd.toml");
@@ -416,5 +427,6 @@ mod example_config {
         assert_eq!(config.fsync, FsyncMode::Always);
         assert_eq!(config.data_dir, std::path::PathBuf::from("/var/lib/mq/broker"));
         assert!(config.listen.ip().is_loopback());
+        assert_eq!(config.core.group_expiry, Duration::from_millis(604_800_000));
     }
 }

@@ -5,8 +5,9 @@
 //! record starts with a 16-byte header (send time on a clock all threads share, publisher,
 //! sequence number), so subscribers measure end-to-end latency into an HDR histogram and
 //! tell first deliveries from duplicates. Subscribers are separate groups (each receives
-//! every record) or, with `--subscribers-share`, members of one group. The run ends when
-//! every group has received every record the broker placed, or after `--timeout`.
+//! every record) or, with `--subscribers-share`, members of one group; the groups are
+//! ephemeral (`bench-<pid>-<n>`), so the broker deletes them when the run ends. The run ends
+//! when every group has received every record the broker placed, or after `--timeout`.
 //!
 //! Output: progress each second on stderr, a summary, and with `--json` one JSON object as
 //! the last line of stdout. Exit codes: 0 ok, 1 a broker error or records missing at the
@@ -59,7 +60,8 @@ pub struct Args {
     /// Publisher threads, each with its own connection.
     #[arg(long, default_value_t = 1, value_name = "P")]
     pub publishers: u32,
-    /// Subscriber threads; each is its own group unless --subscribers-share.
+    /// Subscriber threads; each is its own group unless --subscribers-share. The groups are
+    /// ephemeral: the broker deletes them when the run ends.
     #[arg(long, default_value_t = 1, value_name = "S")]
     pub subscribers: u32,
     /// Put all subscribers in one group (they split the partitions).
