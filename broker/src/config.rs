@@ -100,6 +100,11 @@ pub struct Args {
     /// Most often the group checkpoint is written [default: 200].
     #[arg(long, value_name = "MS")]
     pub checkpoint_ms: Option<u64>,
+    /// Delete a durable consumer group, with its committed offsets, once it has had no
+    /// member for this long (like Kafka's offsets.retention.minutes); 0: never. Ephemeral
+    /// groups go when their last member leaves [default: 604800000, 7 days].
+    #[arg(long, value_name = "MS")]
+    pub group_expiry_ms: Option<u64>,
 }
 
 impl Args {
@@ -132,7 +137,8 @@ impl Args {
             auth_timeout_ms,
             idle_timeout_ms,
             segment_bytes,
-            checkpoint_ms
+            checkpoint_ms,
+            group_expiry_ms
         )
     }
 
@@ -207,6 +213,9 @@ impl Args {
             auth_token: self.auth_token,
             auth_timeout: Duration::from_millis(self.auth_timeout_ms.unwrap_or(2000)),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms.unwrap_or(0)),
+            group_expiry: self
+                .group_expiry_ms
+                .map_or(crate::core::GROUP_EXPIRY_DEFAULT, Duration::from_millis),
             storage_name: match storage {
                 StorageKind::Memory => "memory".into(),
                 StorageKind::Disk => "disk".into(),
@@ -398,6 +407,17 @@ mod example_config {
 
     /// The example shipped in `deploy/config/mqd.toml` loads, and means what it says.
     #[test]
+    fn group_expiry_defaults_to_7_days_and_0_is_never() {
+        let config = Args::parse_from(["mqd"]).resolve().unwrap();
+        assert_eq!(config.core.group_expiry, Duration::from_secs(7 * 24 * 3600));
+        let config = Args::parse_from(["mqd", "--group-expiry-ms", "0"]).resolve().unwrap();
+        assert!(config.core.group_expiry.is_zero());
+        let file: Args = toml::from_str("group_expiry_ms = 60000\n").unwrap();
+        let config = Args::parse_from(["mqd"]).or(file).resolve().unwrap();
+        assert_eq!(config.core.group_expiry, Duration::from_secs(60));
+    }
+
+    #[test]
     fn the_deployment_example_config_loads() {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/mqd.toml");
@@ -407,5 +427,6 @@ mod example_config {
         assert_eq!(config.fsync, FsyncMode::Always);
         assert_eq!(config.data_dir, std::path::PathBuf::from("/var/lib/mq/broker"));
         assert!(config.listen.ip().is_loopback());
+        assert_eq!(config.core.group_expiry, Duration::from_millis(604_800_000));
     }
 }

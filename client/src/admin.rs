@@ -1,14 +1,15 @@
-//! Admin calls on a [`Client`]: `STATS`, `TOPICS`, `GROUPS`, `HEALTH`, `INFO`, `PING` and
-//! `CREATE_TOPIC`, each answered with the typed document of [`mq_protocol::admin`].
+//! Admin calls on a [`Client`]: `STATS`, `TOPICS`, `GROUPS`, `HEALTH`, `INFO`, `PING`,
+//! `CREATE_TOPIC` and `DELETE_GROUP`, each answered with the typed document of
+//! [`mq_protocol::admin`].
 //!
-//! Every admin request is safe to repeat (they read, and creating a topic with the same
-//! settings twice succeeds), so a call that loses its connection reconnects and is sent
-//! once more.
+//! Every admin request is safe to repeat (they read, creating a topic with the same
+//! settings twice succeeds, and deleting a group twice leaves it deleted), so a call that
+//! loses its connection reconnects and is sent once more.
 
 use std::time::Duration;
 
 use mq_protocol::admin::{GroupsReply, HealthReply, InfoReply, StatsReply, TopicsReply};
-use mq_protocol::{CreateTopic, Request, Response};
+use mq_protocol::{CreateTopic, ErrorCode, Request, Response};
 
 use crate::conn::{parse_json, unexpected};
 use crate::error::{ClientError, Result};
@@ -126,5 +127,34 @@ impl Client {
             Response::Ok => Ok(()),
             other => Err(unexpected("CREATE_TOPIC", &other)),
         }
+    }
+
+    /// Deletes consumer group `group` of `topic`, with its committed offsets. Only a group
+    /// without members can be deleted. If the connection is lost after the broker deleted
+    /// the group, the resent request finds no group: that counts as done.
+    ///
+    /// # Errors
+    /// [`ClientError::Broker`] with `NO_SUCH_GROUP` or `GROUP_ACTIVE` (it has members);
+    /// [`ClientError::InvalidRequest`] for a bad name; as [`Client::call`].
+    pub fn delete_group(&mut self, topic: &str, group: &str) -> Result<()> {
+        let request = Request::DeleteGroup { topic: topic.into(), group: group.into() };
+        match self.call_once(&request) {
+            Err(e) if e.is_connection_lost() => {
+                self.link.lose(&e);
+                self.link.reconnect()?;
+                match self.call_once(&request) {
+                    Err(e) if e.code() == Some(ErrorCode::NO_SUCH_GROUP) => Ok(()),
+                    other => other.and_then(expect_ok),
+                }
+            }
+            other => other.and_then(expect_ok),
+        }
+    }
+}
+
+fn expect_ok(response: Response) -> Result<()> {
+    match response {
+        Response::Ok => Ok(()),
+        other => Err(unexpected("DELETE_GROUP", &other)),
     }
 }

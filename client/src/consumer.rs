@@ -17,7 +17,9 @@
 //!
 //! **After a reconnect** the consumer subscribes again with start position `committed`: the
 //! group resumes at its lowest unacknowledged offsets (on a broker that lost the group, such
-//! as a restarted in-memory one, that is the oldest record). Records that were in flight are
+//! as a restarted in-memory one, that is the oldest record). An ephemeral consumer
+//! ([`ConsumerConfig::ephemeral`]) subscribes again at its configured start instead: the
+//! broker deleted its group with the lost connection, so there is nothing to resume. Records that were in flight are
 //! delivered again, so a record can arrive twice; consumers should be idempotent by
 //! (topic, partition, offset). Acks of messages received before the reconnect are dropped,
 //! never sent on the new connection, where the same offsets might name other records.
@@ -27,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use log::{debug, warn};
-use mq_protocol::{ErrorCode, OffsetRange, Request, Response, StartPosition};
+use mq_protocol::{ErrorCode, GroupKind, OffsetRange, Request, Response, StartPosition};
 
 use crate::conn::{unexpected, Conn, Endpoints, Link};
 use crate::error::{ClientError, Result};
@@ -54,12 +56,23 @@ pub struct ConsumerConfig {
     /// Send an `ACK` frame once this many acknowledgements are pending; 0 picks a quarter
     /// of the credit, so the broker never runs dry while acks wait.
     pub ack_batch: usize,
+    /// Join an ephemeral group (`SUBSCRIBE_EPHEMERAL`): the broker deletes it, with its
+    /// offsets, when its last member leaves, so a group made for one look leaves nothing
+    /// behind. Joining an existing group of the other kind fails with
+    /// `GROUP_KIND_MISMATCH`. A broker older than group kinds answers `UNKNOWN_OPCODE`.
+    pub ephemeral: bool,
 }
 
 impl Default for ConsumerConfig {
-    /// Start at the committed offset, credit 1024, acks in batches of a quarter of that.
+    /// Start at the committed offset, credit 1024, acks in batches of a quarter of that, a
+    /// durable group.
     fn default() -> Self {
-        ConsumerConfig { start: StartPosition::Committed, credit: 1024, ack_batch: 0 }
+        ConsumerConfig {
+            start: StartPosition::Committed,
+            credit: 1024,
+            ack_batch: 0,
+            ephemeral: false,
+        }
     }
 }
 
@@ -391,7 +404,7 @@ impl Consumer {
             self.acks.take();
             self.unanswered = 0;
             self.link.reconnect()?;
-            if let Err(e) = self.join(StartPosition::Committed) {
+            if let Err(e) = self.join(self.rejoin_start()) {
                 if !e.is_connection_lost() {
                     return Err(e);
                 }
@@ -400,13 +413,25 @@ impl Consumer {
         }
     }
 
+    /// Where to start after a reconnect: a durable group resumes at its committed offsets;
+    /// an ephemeral one went with the lost connection and starts anew.
+    fn rejoin_start(&self) -> StartPosition {
+        if self.config.ephemeral {
+            self.config.start
+        } else {
+            StartPosition::Committed
+        }
+    }
+
     /// Subscribes on the current connection and waits for `SUBSCRIBED`.
     fn join(&mut self, start: StartPosition) -> Result<()> {
+        let kind = if self.config.ephemeral { GroupKind::Ephemeral } else { GroupKind::Durable };
         let request = Request::Subscribe {
             topic: self.topic.to_string(),
             group: self.group.clone(),
             start,
             credit: self.config.credit,
+            kind,
         };
         let timeout = self.link.config.request_timeout;
         let conn = self.link.conn()?;

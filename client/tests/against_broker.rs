@@ -17,7 +17,7 @@ use mq_client::{
 const WAIT: Duration = Duration::from_secs(10);
 
 fn earliest(credit: u32) -> ConsumerConfig {
-    ConsumerConfig { start: StartPosition::Earliest, credit, ack_batch: 0 }
+    ConsumerConfig { start: StartPosition::Earliest, credit, ack_batch: 0, ephemeral: false }
 }
 
 /// Polls `consumer` until `n` messages arrived (acking each) or `WAIT` passed.
@@ -219,4 +219,36 @@ fn connect_tries_each_address_and_names_them_when_none_answers() {
     assert_eq!(e.to_string(), format!("cannot reach broker at {dead}: connection refused"));
     let e = Client::connect(&["no-such-host.invalid:1"], client_config(WAIT)).unwrap_err();
     assert!(matches!(e, ClientError::Unreachable { .. }), "{e}");
+}
+
+/// Goal (issue 13): an ephemeral consumer's group is gone once it closes, a durable one's
+/// stays until `delete_group`, and each refusal has its named code.
+#[test]
+fn an_ephemeral_consumer_leaves_no_group_and_delete_group_removes_a_durable_one() {
+    let broker = start_broker(|_| {});
+    let mut client = Client::connect(&[broker.addr], client_config(WAIT)).unwrap();
+    let mut producer = client.producer(ProducerConfig::default()).unwrap();
+    producer.send("look", None, b"one").unwrap();
+    producer.flush().unwrap();
+
+    let config = ConsumerConfig { ephemeral: true, ..earliest(10) };
+    let mut look = client.subscribe("look", "glance", config.clone()).unwrap();
+    assert_eq!(consume(&mut look, 1).len(), 1);
+    let listed = client.groups().unwrap().groups;
+    assert_eq!((listed[0].group.as_str(), listed[0].kind.as_str()), ("glance", "ephemeral"));
+    let refused = client.subscribe("look", "glance", earliest(10)).unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::GROUP_KIND_MISMATCH), "{refused}");
+    look.close().unwrap();
+    assert!(client.groups().unwrap().groups.is_empty(), "the ephemeral group went with it");
+
+    let durable = client.subscribe("look", "keep", earliest(10)).unwrap();
+    let busy = client.delete_group("look", "keep").unwrap_err();
+    assert_eq!(busy.code(), Some(ErrorCode::GROUP_ACTIVE), "{busy}");
+    durable.close().unwrap();
+    client.delete_group("look", "keep").unwrap();
+    assert!(client.groups().unwrap().groups.is_empty());
+    let gone = client.delete_group("look", "keep").unwrap_err();
+    assert_eq!(gone.code(), Some(ErrorCode::NO_SUCH_GROUP), "{gone}");
+    let bad = client.delete_group("look", "no/such").unwrap_err();
+    assert!(matches!(bad, ClientError::InvalidRequest(_)), "{bad}");
 }

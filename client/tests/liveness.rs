@@ -13,7 +13,7 @@ use mq_client::{Client, ConsumerConfig, ProducerConfig, StartPosition};
 const WAIT: Duration = Duration::from_secs(10);
 
 fn earliest() -> ConsumerConfig {
-    ConsumerConfig { start: StartPosition::Earliest, credit: 100, ack_batch: 0 }
+    ConsumerConfig { start: StartPosition::Earliest, credit: 100, ack_batch: 0, ephemeral: false }
 }
 
 #[test]

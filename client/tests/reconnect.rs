@@ -30,7 +30,12 @@ fn producer_and_consumer_ride_through_a_broker_restart() {
     let broker = start_broker(|_| {});
     let addr = broker.addr;
     let config = client_config(Duration::from_secs(10));
-    let subscription = ConsumerConfig { start: StartPosition::Earliest, credit: 256, ack_batch: 0 };
+    let subscription = ConsumerConfig {
+        start: StartPosition::Earliest,
+        credit: 256,
+        ack_batch: 0,
+        ephemeral: false,
+    };
     let mut consumer =
         Consumer::subscribe(&[addr], "restart", "g", config.clone(), subscription).unwrap();
     let seen: Arc<Mutex<HashMap<Vec<u8>, u32>>> = Arc::default();
@@ -156,4 +161,41 @@ fn a_broker_gone_for_good_is_a_clear_error_within_the_backoff_bounds() {
         }
     };
     assert!(matches!(e, ClientError::GaveUp { .. }), "{e}");
+}
+
+/// Goal: an ephemeral consumer that reconnects subscribes again at its own start position:
+/// its group went with the lost connection, so there are no committed offsets to resume
+/// from, and a `latest` tail must not replay what the broker holds. Method: the broker is
+/// restarted on the same port, a record is published to the new one before the consumer
+/// notices, then the consumer polls (reconnecting) and only a record published after that
+/// reaches it.
+#[test]
+fn an_ephemeral_consumer_rejoins_at_its_start_position() {
+    let broker = start_broker(|_| {});
+    let addr = broker.addr;
+    let config = client_config(Duration::from_secs(10));
+    let subscription =
+        ConsumerConfig { start: StartPosition::Latest, credit: 16, ack_batch: 0, ephemeral: true };
+    let mut consumer =
+        Consumer::subscribe(&[addr], "look", "glance", config.clone(), subscription).unwrap();
+    broker.stop().unwrap();
+    let _broker = start_broker_at(addr, |_| {});
+    let mut producer = Producer::connect(&[addr], config, ProducerConfig::default()).unwrap();
+    producer.send("look", None, b"before").unwrap();
+    producer.flush().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while consumer.stats().reconnects == 0 && Instant::now() < deadline {
+        let early = consumer.poll(Duration::from_millis(50)).unwrap();
+        assert!(early.is_empty(), "a latest tail replayed {early:?}");
+    }
+    assert_eq!(consumer.stats().reconnects, 1);
+    producer.send("look", None, b"after").unwrap();
+    producer.flush().unwrap();
+    let mut got = Vec::new();
+    while got.is_empty() && Instant::now() < deadline {
+        got = consumer.poll(Duration::from_millis(100)).unwrap();
+    }
+    let values: Vec<&[u8]> = got.iter().map(|m| &m.value[..]).collect();
+    assert_eq!(values, vec![&b"after"[..]]);
 }

@@ -127,6 +127,14 @@ pub struct GroupStats {
     pub members: Vec<MemberStats>,
     /// Per partition.
     pub partitions: Vec<GroupPartitionStats>,
+    /// `"durable"` or `"ephemeral"` (deleted when its last member leaves).
+    pub kind: String,
+    /// When the group last lost its last member, in milliseconds since the Unix epoch;
+    /// `None` while it has members, and always for an ephemeral group.
+    pub empty_since_ms: Option<u64>,
+    /// Milliseconds until the broker deletes the empty durable group (group expiry);
+    /// `None` while it has members, for an ephemeral group, or when groups never expire.
+    pub expires_in_ms: Option<u64>,
 }
 
 /// One member of a group in `STATS_REPLY`.
@@ -211,4 +219,10 @@ pub struct GroupInfo {
     pub lag: u64,
     /// Records in flight.
     pub in_flight: u64,
+    /// `"durable"` or `"ephemeral"`, as in [`GroupStats::kind`].
+    pub kind: String,
+    /// As [`GroupStats::empty_since_ms`].
+    pub empty_since_ms: Option<u64>,
+    /// As [`GroupStats::expires_in_ms`].
+    pub expires_in_ms: Option<u64>,
 }

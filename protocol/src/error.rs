@@ -103,6 +103,12 @@ error_codes! {
     NO_SUCH_PARTITION = 307, fatal = false;
     /// The broker is at its consumer-group limit.
     TOO_MANY_GROUPS = 308, fatal = false;
+    /// `DELETE_GROUP` for a (topic, group) the broker does not have.
+    NO_SUCH_GROUP = 309, fatal = false;
+    /// `DELETE_GROUP` for a group that still has members.
+    GROUP_ACTIVE = 310, fatal = false;
+    /// A durable `SUBSCRIBE` to an ephemeral group, or `SUBSCRIBE_EPHEMERAL` to a durable one.
+    GROUP_KIND_MISMATCH = 311, fatal = false;
     /// The disk is full. For a `PUBLISH`, records before the failing one may be stored.
     STORAGE_FULL = 400, fatal = false;
     /// The storage failed. For a `PUBLISH`, records before the failing one may be stored.

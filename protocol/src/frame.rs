@@ -86,6 +86,9 @@ opcodes! {
     Unsubscribe = 0x22, "UNSUBSCRIBE";
     /// Set the subscription's credit (most records in flight). Reply: `OK`.
     Credit = 0x23, "CREDIT";
+    /// Join (or create) an ephemeral consumer group: the body of `SUBSCRIBE`; the group is
+    /// deleted when its last member leaves. Reply: `SUBSCRIBED`, then `DELIVER` pushes.
+    SubscribeEphemeral = 0x24, "SUBSCRIBE_EPHEMERAL";
     /// Server push: a batch of records of one topic.
     Deliver = 0x30, "DELIVER";
     /// Acknowledge ranges of delivered offsets. Reply: `OK`.
@@ -106,6 +109,8 @@ opcodes! {
     Groups = 0x44, "GROUPS";
     /// JSON document answering `GROUPS`.
     GroupsReply = 0x45, "GROUPS_REPLY";
+    /// Delete a consumer group that has no members, with its committed offsets. Reply: `OK`.
+    DeleteGroup = 0x46, "DELETE_GROUP";
     /// Success with nothing to return. Empty body.
     Ok = 0x7e, "OK";
     /// A failed request: error code and message.

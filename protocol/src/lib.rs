@@ -31,5 +31,5 @@ pub use codec::{decode_request, decode_response, Decoded, Dialect, ServerCodec};
 pub use error::{ErrorCode, ProtoError};
 pub use frame::{Opcode, MAGIC, VERSION};
 pub use limits::Limits;
-pub use request::{CreateTopic, OffsetRange, Record, Request, StartPosition};
+pub use request::{CreateTopic, GroupKind, OffsetRange, Record, Request, StartPosition};
 pub use response::{Deliver, DeliverWriter, Delivery, Placement, Response};

@@ -47,6 +47,31 @@ impl StartPosition {
     }
 }
 
+/// Whether a consumer group outlives its members.
+///
+/// The kind is fixed when the group is created (by its first `SUBSCRIBE`); a subscription of
+/// the other kind to an existing group is refused with `GROUP_KIND_MISMATCH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupKind {
+    /// Kept without members, committed offsets checkpointed, until deleted by
+    /// `DELETE_GROUP` or by the broker's group expiry. Travels as `SUBSCRIBE` (0x20).
+    #[default]
+    Durable,
+    /// Deleted with its offsets and records in flight when its last member leaves, and
+    /// never checkpointed: a group for one look. Travels as `SUBSCRIBE_EPHEMERAL` (0x24).
+    Ephemeral,
+}
+
+impl GroupKind {
+    /// The word for this kind in admin documents and the text dialect.
+    pub fn word(self) -> &'static str {
+        match self {
+            GroupKind::Durable => "durable",
+            GroupKind::Ephemeral => "ephemeral",
+        }
+    }
+}
+
 /// One record to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -105,7 +130,8 @@ pub enum Request {
     },
     /// `CREATE_TOPIC` (0x12): `topic str16, partitions u32, retention_bytes u64, retention_ms u64`.
     CreateTopic(CreateTopic),
-    /// `SUBSCRIBE` (0x20): `topic str16, group str16, start u8, credit u32`.
+    /// `SUBSCRIBE` (0x20) for a durable group, `SUBSCRIBE_EPHEMERAL` (0x24) for an
+    /// ephemeral one; the same body: `topic str16, group str16, start u8, credit u32`.
     Subscribe {
         /// Topic.
         topic: String,
@@ -115,6 +141,8 @@ pub enum Request {
         start: StartPosition,
         /// Most records in flight (delivered, unacknowledged) to this subscription.
         credit: u32,
+        /// The kind of group this subscription creates or expects; chosen by the opcode.
+        kind: GroupKind,
     },
     /// `UNSUBSCRIBE` (0x22): `topic str16, group str16`.
     Unsubscribe {
@@ -168,6 +196,13 @@ pub enum Request {
     Topics,
     /// `GROUPS` (0x44): empty body.
     Groups,
+    /// `DELETE_GROUP` (0x46): `topic str16, group str16`.
+    DeleteGroup {
+        /// Topic.
+        topic: String,
+        /// Consumer group to delete (it must have no members).
+        group: String,
+    },
 }
 
 impl Request {
@@ -180,7 +215,8 @@ impl Request {
             Request::Health => Opcode::Health,
             Request::Publish { .. } => Opcode::Publish,
             Request::CreateTopic(_) => Opcode::CreateTopic,
-            Request::Subscribe { .. } => Opcode::Subscribe,
+            Request::Subscribe { kind: GroupKind::Durable, .. } => Opcode::Subscribe,
+            Request::Subscribe { kind: GroupKind::Ephemeral, .. } => Opcode::SubscribeEphemeral,
             Request::Unsubscribe { .. } => Opcode::Unsubscribe,
             Request::Credit { .. } => Opcode::Credit,
             Request::Ack { .. } => Opcode::Ack,
@@ -189,6 +225,7 @@ impl Request {
             Request::Stats => Opcode::Stats,
             Request::Topics => Opcode::Topics,
             Request::Groups => Opcode::Groups,
+            Request::DeleteGroup { .. } => Opcode::DeleteGroup,
         }
     }
 
@@ -210,6 +247,7 @@ impl Request {
             Request::CreateTopic(create) => validate_name("topic", &create.topic),
             Request::Subscribe { topic, group, .. }
             | Request::Unsubscribe { topic, group }
+            | Request::DeleteGroup { topic, group }
             | Request::Credit { topic, group, .. } => validate_pair(topic, group),
             Request::Ack { topic, group, ranges }
             | Request::Nack { topic, group, ranges, .. }
@@ -263,12 +301,14 @@ impl Request {
                 out.put_u64(c.retention_bytes);
                 out.put_u64(c.retention_ms);
             }
-            Request::Subscribe { topic, group, start, credit } => {
+            Request::Subscribe { topic, group, start, credit, .. } => {
                 put_pair(out, topic, group);
                 out.put_u8(*start as u8);
                 out.put_u32(*credit);
             }
-            Request::Unsubscribe { topic, group } => put_pair(out, topic, group),
+            Request::Unsubscribe { topic, group } | Request::DeleteGroup { topic, group } => {
+                put_pair(out, topic, group)
+            }
             Request::Credit { topic, group, credit } => {
                 put_pair(out, topic, group);
                 out.put_u32(*credit);
@@ -309,17 +349,15 @@ impl Request {
                 retention_bytes: r.u64("retention_bytes")?,
                 retention_ms: r.u64("retention_ms")?,
             }),
-            Opcode::Subscribe => {
-                let (topic, group) = get_pair(&mut r)?;
-                let start_byte = r.u8("start")?;
-                let start = StartPosition::from_u8(start_byte).ok_or_else(|| {
-                    ProtoError::BadArg(format!("start {start_byte} is not 0, 1 or 2"))
-                })?;
-                Request::Subscribe { topic, group, start, credit: r.u32("credit")? }
-            }
+            Opcode::Subscribe => decode_subscribe(&mut r, GroupKind::Durable)?,
+            Opcode::SubscribeEphemeral => decode_subscribe(&mut r, GroupKind::Ephemeral)?,
             Opcode::Unsubscribe => {
                 let (topic, group) = get_pair(&mut r)?;
                 Request::Unsubscribe { topic, group }
+            }
+            Opcode::DeleteGroup => {
+                let (topic, group) = get_pair(&mut r)?;
+                Request::DeleteGroup { topic, group }
             }
             Opcode::Credit => {
                 let (topic, group) = get_pair(&mut r)?;
@@ -357,6 +395,15 @@ fn decode_publish(r: &mut Reader) -> Result<Request, ProtoError> {
         records.push(Record { key: (!key.is_empty()).then_some(key), value });
     }
     Ok(Request::Publish { topic, records })
+}
+
+/// The body shared by `SUBSCRIBE` and `SUBSCRIBE_EPHEMERAL`; the opcode gives the kind.
+fn decode_subscribe(r: &mut Reader, kind: GroupKind) -> Result<Request, ProtoError> {
+    let (topic, group) = get_pair(r)?;
+    let start_byte = r.u8("start")?;
+    let start = StartPosition::from_u8(start_byte)
+        .ok_or_else(|| ProtoError::BadArg(format!("start {start_byte} is not 0, 1 or 2")))?;
+    Ok(Request::Subscribe { topic, group, start, credit: r.u32("credit")?, kind })
 }
 
 fn validate_pair(topic: &str, group: &str) -> Result<(), ProtoError> {

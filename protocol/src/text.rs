@@ -11,7 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::codec::Decoded;
 use crate::error::ErrorCode;
 use crate::limits::Limits;
-use crate::request::{CreateTopic, OffsetRange, Record, Request, StartPosition};
+use crate::request::{CreateTopic, GroupKind, OffsetRange, Record, Request, StartPosition};
 use crate::response::{truncate_utf8, Delivery, Response};
 use crate::ProtoError;
 
@@ -165,6 +165,8 @@ fn parse_command(words: &[&[u8]]) -> Result<Request, ProtoError> {
         "SUB" => parse_sub(args),
         "UNSUB" if args.len() == 2 => Ok(Request::Unsubscribe { topic: s(0)?, group: s(1)? }),
         "UNSUB" => Err(usage("UNSUB <topic> <group>")),
+        "DELGROUP" if args.len() == 2 => Ok(Request::DeleteGroup { topic: s(0)?, group: s(1)? }),
+        "DELGROUP" => Err(usage("DELGROUP <topic> <group>")),
         "CREDIT" if args.len() == 3 => Ok(Request::Credit {
             topic: s(0)?,
             group: s(1)?,
@@ -212,15 +214,23 @@ fn parse_create(args: &[&[u8]]) -> Result<Request, ProtoError> {
     }))
 }
 
-/// `SUB <topic> <group> [earliest|latest|committed] [<credit>]`.
+/// `SUB <topic> <group> [earliest|latest|committed] [<credit>] [ephemeral]`.
 fn parse_sub(args: &[&[u8]]) -> Result<Request, ProtoError> {
-    const USAGE: &str = "SUB <topic> <group> [earliest|latest|committed] [<credit>]";
-    if args.len() < 2 || args.len() > 4 {
+    const USAGE: &str = "SUB <topic> <group> [earliest|latest|committed] [<credit>] [ephemeral]";
+    if args.len() < 2 || args.len() > 5 {
         return Err(usage(USAGE));
     }
     let mut start = StartPosition::Committed;
     let mut credit = SUB_CREDIT_DEFAULT;
     let mut rest = &args[2..];
+    // The kind word comes last, so that every line valid before it existed keeps its meaning.
+    let mut kind = GroupKind::Durable;
+    if let Some((last, before)) = rest.split_last() {
+        if last.eq_ignore_ascii_case(GroupKind::Ephemeral.word().as_bytes()) {
+            kind = GroupKind::Ephemeral;
+            rest = before;
+        }
+    }
     if let Some(word) = rest.first() {
         let position = [StartPosition::Committed, StartPosition::Earliest, StartPosition::Latest]
             .into_iter()
@@ -240,6 +250,7 @@ fn parse_sub(args: &[&[u8]]) -> Result<Request, ProtoError> {
         group: utf8(args[1])?.to_string(),
         start,
         credit,
+        kind,
     })
 }
 
@@ -279,10 +290,14 @@ pub fn encode_request(request: &Request, out: &mut BytesMut) {
             "CREATE {} {} {} {}",
             c.topic, c.partitions, c.retention_bytes, c.retention_ms
         )),
-        Request::Subscribe { topic, group, start, credit } => {
+        Request::Subscribe { topic, group, start, credit, kind: GroupKind::Durable } => {
             line(format!("SUB {topic} {group} {} {credit}", start.word()))
         }
+        Request::Subscribe { topic, group, start, credit, kind: GroupKind::Ephemeral } => {
+            line(format!("SUB {topic} {group} {} {credit} ephemeral", start.word()))
+        }
         Request::Unsubscribe { topic, group } => line(format!("UNSUB {topic} {group}")),
+        Request::DeleteGroup { topic, group } => line(format!("DELGROUP {topic} {group}")),
         Request::Credit { topic, group, credit } => {
             line(format!("CREDIT {topic} {group} {credit}"))
         }

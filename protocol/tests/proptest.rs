@@ -19,8 +19,8 @@ use bytes::{Bytes, BytesMut};
 use mq_protocol::limits::{FRAME_HEADER_BYTES, PUBLISH_RECORD_BYTES_MIN};
 use mq_protocol::text;
 use mq_protocol::{
-    CreateTopic, Deliver, Delivery, ErrorCode, Limits, OffsetRange, Opcode, Placement, Record,
-    Request, Response, ServerCodec, StartPosition, MAGIC, VERSION,
+    CreateTopic, Deliver, Delivery, ErrorCode, GroupKind, Limits, OffsetRange, Opcode, Placement,
+    Record, Request, Response, ServerCodec, StartPosition, MAGIC, VERSION,
 };
 use proptest::collection::vec;
 use proptest::option;
@@ -428,6 +428,10 @@ fn start() -> impl Strategy<Value = StartPosition> {
     ]
 }
 
+fn kind() -> impl Strategy<Value = GroupKind> {
+    prop_oneof![Just(GroupKind::Durable), Just(GroupKind::Ephemeral)]
+}
+
 fn ranges() -> impl Strategy<Value = Vec<OffsetRange>> {
     prop_oneof![vec(range(), 1..=1), vec(range(), 2..=4)]
 }
@@ -454,10 +458,13 @@ fn request() -> impl Strategy<Value = Request> {
                 })
             }
         ),
-        (name(), name(), start(), u32_edgy()).prop_map(|(topic, group, start, credit)| {
-            Request::Subscribe { topic, group, start, credit }
-        }),
+        (name(), name(), start(), u32_edgy(), kind()).prop_map(
+            |(topic, group, start, credit, kind)| {
+                Request::Subscribe { topic, group, start, credit, kind }
+            }
+        ),
         (name(), name()).prop_map(|(topic, group)| Request::Unsubscribe { topic, group }),
+        (name(), name()).prop_map(|(topic, group)| Request::DeleteGroup { topic, group }),
         (name(), name(), u32_edgy()).prop_map(|(topic, group, credit)| Request::Credit {
             topic,
             group,

@@ -176,7 +176,7 @@ fn vector_files_cover_every_text_verb() {
         .collect();
     let all = [
         "PING", "AUTH", "INFO", "HEALTH", "STATS", "TOPICS", "GROUPS", "PUB", "CREATE", "SUB",
-        "UNSUB", "CREDIT", "ACK", "NACK", "REJECT",
+        "UNSUB", "CREDIT", "ACK", "NACK", "REJECT", "DELGROUP",
     ];
     for verb in all {
         assert!(verbs.contains(verb), "text.toml has no {verb} vector");
@@ -207,4 +207,28 @@ fn vector_names_are_unique_in_each_file() {
             assert!(seen.insert(name.clone()), "{file}: vector name {name} is used twice");
         }
     }
+}
+
+/// `SUBSCRIBE` (0x20), as every client before group kinds sends it, still means a durable
+/// group, and only `SUBSCRIBE_EPHEMERAL` (0x24) makes an ephemeral one; the text `SUB` line
+/// without the `ephemeral` word is durable too.
+#[test]
+fn subscribe_opcodes_choose_the_group_kind() {
+    use mq_protocol::{GroupKind, Request};
+    let mut seen = HashSet::new();
+    for v in common::binary_vectors().iter().filter(|v| v.kind == Kind::Request) {
+        let (_, request) = common::decode_one_request(&v.name, &v.bytes());
+        if let Request::Subscribe { kind, .. } = request {
+            let expected = match v.bytes()[2] {
+                0x20 => GroupKind::Durable,
+                0x24 => GroupKind::Ephemeral,
+                other => panic!("{}: SUBSCRIBE under opcode {other:#04x}", v.name),
+            };
+            assert_eq!(kind, expected, "{}", v.name);
+            let text = String::from_utf8_lossy(v.text().expect("subscribe vectors have text"));
+            assert_eq!(text.contains(" ephemeral"), kind == GroupKind::Ephemeral, "{}", v.name);
+            seen.insert(v.bytes()[2]);
+        }
+    }
+    assert_eq!(seen.len(), 2, "vectors of both SUBSCRIBE opcodes");
 }

@@ -1018,6 +1018,7 @@ mod mqd {
             start: mq_client::StartPosition::Latest,
             credit: CREDIT as u32,
             ack_batch: 0,
+            ephemeral: false,
         };
         let consumer = client.subscribe("bench", "compare", config)?;
         let producer = client.producer(ProducerConfig {

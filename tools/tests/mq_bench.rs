@@ -4,6 +4,7 @@
 mod common;
 
 use common::{dead_addr, run, start_broker};
+use mq_client::{Client, ClientConfig};
 
 const BENCH: &str = env!("CARGO_BIN_EXE_mq-bench");
 
@@ -38,6 +39,10 @@ fn a_small_run_reports_json_on_its_last_line() {
         assert!(v["latency_us"][key].as_u64().unwrap() >= 1, "{key}");
     }
     assert!(r.stderr.contains("end to end:"), "the summary goes to stderr with --json");
+    // Issue 13: its subscriber groups went with it, instead of lagging for ever.
+    let mut client = Client::connect(&[broker.addr], ClientConfig::default()).unwrap();
+    let left = client.groups().unwrap().groups;
+    assert!(left.iter().all(|g| !g.group.starts_with("bench-")), "groups left: {left:?}");
 }
 
 /// Goal: the paced mode and a shared group work (tiny: 200 records at 4,000/s).

@@ -140,3 +140,60 @@ fn raw_pipes_a_text_session() {
     let r = ok(run(MQCTL, Some(broker.addr), &["raw"], "PING\nPUB t 5\nhello\n"));
     assert_eq!(r.stdout, "+PONG\r\n+OK 0 0\r\n");
 }
+
+fn groups_json(addr: Option<std::net::SocketAddr>) -> GroupsReply {
+    serde_json::from_str(&ok(run(MQCTL, addr, &["groups", "--json"], "")).stdout).unwrap()
+}
+
+/// Goal (issue 13): a `tail` without `--group` leaves no group behind; one with `--group`
+/// keeps its durable group, which `delete-group` then removes.
+#[test]
+fn tail_without_a_group_leaves_nothing_and_delete_group_removes_a_durable_one() {
+    let broker = start_broker();
+    let addr = Some(broker.addr);
+    ok(run(MQCTL, addr, &["publish", "telemetry", "-"], "a\nb\n"));
+    let args = ["tail", "telemetry", "--from", "earliest", "--count", "1"];
+    assert_eq!(ok(run(MQCTL, addr, &args, "")).stdout.lines().count(), 1);
+    let left = groups_json(addr);
+    assert!(
+        left.groups.iter().all(|g| !g.group.starts_with("mqctl-tail-")),
+        "tail left its group behind: {left:?}"
+    );
+
+    let args = ["tail", "telemetry", "--group", "kept", "--from", "earliest", "--count", "1"];
+    ok(run(MQCTL, addr, &args, ""));
+    let kept = groups_json(addr);
+    let g = kept.groups.iter().find(|g| g.group == "kept").expect("a named group stays");
+    assert_eq!((g.kind.as_str(), g.members, g.lag), ("durable", 0, 1));
+    assert!(g.expires_in_ms.is_some(), "an empty durable group is on the expiry clock");
+    let table = ok(run(MQCTL, addr, &["groups"], "")).stdout;
+    assert!(table.lines().next().unwrap().contains("KIND"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("kept") && l.contains("durable")), "{table}");
+
+    let r = ok(run(MQCTL, addr, &["delete-group", "telemetry", "kept"], ""));
+    assert_eq!(r.stdout, "deleted group kept on telemetry\n");
+    assert!(groups_json(addr).groups.is_empty());
+    let r = run(MQCTL, addr, &["delete-group", "telemetry", "kept"], "");
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.starts_with("mqctl: broker error NO_SUCH_GROUP"), "{}", r.stderr);
+    let r = run(MQCTL, addr, &["delete-group", "telemetry", "bad/name"], "");
+    assert_eq!(r.code, 2, "a bad name is a usage error: {}", r.stderr);
+}
+
+/// Goal: `delete-group` refuses a group with members (exit 1, `GROUP_ACTIVE`) and prints
+/// JSON with `--json`.
+#[test]
+fn delete_group_refuses_a_group_with_members_and_speaks_json() {
+    use mq_client::{Client, ClientConfig, ConsumerConfig};
+    let broker = start_broker();
+    let addr = Some(broker.addr);
+    let client = Client::connect(&[broker.addr], ClientConfig::default()).unwrap();
+    let member = client.subscribe("telemetry", "busy", ConsumerConfig::default()).unwrap();
+    let r = run(MQCTL, addr, &["delete-group", "telemetry", "busy"], "");
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.starts_with("mqctl: broker error GROUP_ACTIVE"), "{}", r.stderr);
+    member.close().unwrap();
+    let r = ok(run(MQCTL, addr, &["delete-group", "telemetry", "busy", "--json"], ""));
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(v, serde_json::json!({"deleted": {"topic": "telemetry", "group": "busy"}}));
+}

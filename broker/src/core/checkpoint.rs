@@ -6,12 +6,18 @@
 //! ```json
 //! {"version":1,"groups":[{"topic":"t","group":"g","partitions":[{"committed":5,"attempts":[[5,2]]}]}]}
 //! ```
+//!
+//! A group without members also carries `empty_since_ms`, so the group expiry goes on
+//! counting across a restart. Ephemeral groups are not saved: they end with their members,
+//! and a restart ends every member.
 
 use log::{info, warn};
 use serde::{Deserialize, Serialize};
 
-use super::group::Group;
-use super::Core;
+use mq_protocol::GroupKind;
+
+use super::group::{EmptySince, Group};
+use super::{Core, Now};
 use crate::storage::StorageError;
 
 /// What the warnings about a checkpoint that cannot be used say happens instead: no group is
@@ -30,6 +36,10 @@ struct GroupEntry {
     topic: String,
     group: String,
     partitions: Vec<PartitionEntry>,
+    /// When the group lost its last member (wall-clock ms); absent while it has members, and
+    /// in checkpoints written before group expiry existed (readers then count from start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    empty_since_ms: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -62,6 +72,7 @@ impl Core {
             groups: self
                 .groups
                 .values()
+                .filter(|g| g.kind == GroupKind::Durable)
                 .map(|g| GroupEntry {
                     topic: g.topic.clone(),
                     group: g.name.clone(),
@@ -71,6 +82,7 @@ impl Core {
                             attempts: g.attempts(p),
                         })
                         .collect(),
+                    empty_since_ms: g.empty.map(|e| e.wall_ms),
                 })
                 .collect(),
         };
@@ -94,7 +106,7 @@ impl Core {
     }
 
     /// Recreates the groups of a checkpoint, without members, at their committed offsets.
-    pub(super) fn restore_checkpoint(&mut self, bytes: &[u8]) {
+    pub(super) fn restore_checkpoint(&mut self, bytes: &[u8], now: Now) {
         let checkpoint: Checkpoint = match serde_json::from_slice(bytes) {
             Ok(c) => c,
             Err(e) => {
@@ -126,6 +138,7 @@ impl Core {
             let mut group = Group::new(
                 entry.group.clone(),
                 entry.topic.clone(),
+                GroupKind::Durable,
                 &topic.logs,
                 mq_protocol::StartPosition::Earliest,
                 ack_timeout,
@@ -147,6 +160,7 @@ impl Core {
                     part.attempts.iter().copied().filter(|(offset, _)| *offset < end).collect();
                 group.restore(p as u32, part.committed.min(end), &attempts);
             }
+            group.empty = Some(empty_since(entry.empty_since_ms, now));
             if !topic.groups.contains(&entry.group) {
                 topic.groups.push(entry.group.clone());
             }
@@ -154,4 +168,14 @@ impl Core {
             self.groups.insert((entry.topic, entry.group), group);
         }
     }
+}
+
+/// A restored group has no member. It has been empty since the checkpoint says (the wall
+/// time between then and now counts towards its expiry), or, if the checkpoint does not say
+/// (it had members when the broker stopped, or an older broker wrote it), since this start.
+fn empty_since(saved_wall_ms: Option<u64>, now: Now) -> EmptySince {
+    let wall_ms = saved_wall_ms.unwrap_or(now.wall_ms);
+    // A stamp in the future (the clock was set back) counts as empty from now.
+    let before = std::time::Duration::from_millis(now.wall_ms.saturating_sub(wall_ms));
+    EmptySince { at: now.mono, before, wall_ms }
 }

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use mq_protocol::{Delivery, OffsetRange, StartPosition};
+use mq_protocol::{Delivery, GroupKind, OffsetRange, StartPosition};
 
 use super::ConnId;
 use crate::storage::{PartitionLog, StoredRecord};
@@ -93,12 +93,38 @@ pub(crate) struct PumpLimits {
     pub bytes_max: usize,
 }
 
+/// Since when a group has had no member, for the group expiry.
+///
+/// Timed on the monotonic clock, so a wall-clock jump expires nothing; `before` carries the
+/// time the group had already been empty before the broker started (from the checkpoint's
+/// wall-clock stamp), because monotonic instants do not survive a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EmptySince {
+    /// When this broker saw it become empty (or started, for a restored group).
+    pub at: Instant,
+    /// Time it had been empty before `at`.
+    pub before: Duration,
+    /// When it became empty, in wall-clock milliseconds since the Unix epoch: saved in the
+    /// checkpoint and shown in `GROUPS`.
+    pub wall_ms: u64,
+}
+
+impl EmptySince {
+    /// How long the group has been empty at `now`.
+    pub fn elapsed(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.at) + self.before
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Group {
     pub name: String,
     pub topic: String,
+    pub kind: GroupKind,
     pub ack_timeout: Duration,
     pub members: Vec<Member>,
+    /// `Some` while the group has no member.
+    pub empty: Option<EmptySince>,
     parts: Vec<GroupPartition>,
     pub counters: GroupCounters,
 }
@@ -107,9 +133,11 @@ pub(crate) struct Group {
 pub(crate) type Touched = u64;
 
 impl Group {
+    /// A group without members; the caller joins the first one or marks it empty.
     pub fn new(
         name: String,
         topic: String,
+        kind: GroupKind,
         logs: &[Box<dyn PartitionLog>],
         start: StartPosition,
         ack_timeout: Duration,
@@ -127,8 +155,10 @@ impl Group {
         Group {
             name,
             topic,
+            kind,
             ack_timeout,
             members: Vec::new(),
+            empty: None,
             parts,
             counters: GroupCounters::default(),
         }
@@ -163,6 +193,7 @@ impl Group {
     pub fn join(&mut self, conn: ConnId, credit: u32) {
         assert!(!self.is_member(conn), "connection {conn} joined group {} twice", self.name);
         self.members.push(Member { conn, credit, in_flight: 0, cursor: 0 });
+        self.empty = None;
         self.rebalance();
     }
 

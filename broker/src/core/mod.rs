@@ -7,6 +7,7 @@
 
 mod checkpoint;
 mod group;
+mod lifecycle;
 mod stats;
 mod topic;
 
@@ -17,7 +18,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use log::{info, warn};
 use mq_protocol::limits::{NAME_BYTES_MAX, PARTITIONS_MAX};
 use mq_protocol::{
-    CreateTopic, ErrorCode, OffsetRange, Placement, Record, Request, Response, StartPosition,
+    CreateTopic, ErrorCode, GroupKind, OffsetRange, Placement, Record, Request, Response,
+    StartPosition,
 };
 
 use crate::storage::{Retention, Storage, StorageError, TopicMeta};
@@ -103,6 +105,8 @@ pub struct CoreConfig {
     pub auth_timeout: Duration,
     /// A connection that sent no request for this long is closed; zero: never.
     pub idle_timeout: Duration,
+    /// A durable group without members for this long is deleted; zero: never.
+    pub group_expiry: Duration,
     /// Text for INFO.
     pub storage_name: String,
     /// Text for INFO.
@@ -126,6 +130,7 @@ impl Default for CoreConfig {
             auth_token: None,
             auth_timeout: Duration::from_secs(2),
             idle_timeout: Duration::ZERO,
+            group_expiry: GROUP_EXPIRY_DEFAULT,
             storage_name: "memory".into(),
             fsync_name: "none".into(),
         }
@@ -142,6 +147,10 @@ pub const DLQ_HEADER_BYTES_MAX: usize = 4 + NAME_BYTES_MAX + 1 + 10 + 1 + 20 + 1
 /// publish.
 pub const DELIVER_OVERHEAD_BYTES: usize =
     12 + 2 + NAME_BYTES_MAX + 4 + 4 + 8 + 4 + 8 + 2 + 4 + 64 + DLQ_HEADER_BYTES_MAX;
+
+/// Default group expiry: 7 days, as Kafka's `offsets.retention.minutes`. Long enough that a
+/// consumer stopped over a long weekend resumes where it was.
+pub const GROUP_EXPIRY_DEFAULT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Most records in one DELIVER frame.
 pub const DELIVER_RECORDS_MAX: usize = 1024;
@@ -208,7 +217,7 @@ impl Core {
             core.topics.insert(name.clone(), Topic::new(name, logs, retention));
         }
         if let Some(bytes) = checkpoint {
-            core.restore_checkpoint(&bytes);
+            core.restore_checkpoint(&bytes, now);
             core.last_checkpoint = bytes;
         }
         Ok(core)
@@ -299,12 +308,13 @@ impl Core {
             Request::Health => Ok(Response::Health(self.health_json(now))),
             Request::Stats => Ok(Response::Stats(self.stats_json(now))),
             Request::Topics => Ok(Response::Topics(self.topics_json())),
-            Request::Groups => Ok(Response::Groups(self.groups_json())),
+            Request::Groups => Ok(Response::Groups(self.groups_json(now))),
             Request::Publish { topic, records } => self.publish(&topic, records, now),
             Request::CreateTopic(create) => self.create_topic(create),
-            Request::Subscribe { topic, group, start, credit } => {
-                self.subscribe(conn, topic, group, start, credit)
+            Request::Subscribe { topic, group, start, credit, kind } => {
+                self.subscribe(conn, topic, group, start, credit, kind)
             }
+            Request::DeleteGroup { topic, group } => self.delete_group(conn, &topic, &group),
             Request::Unsubscribe { topic, group } => self.unsubscribe(conn, &topic, &group, now),
             Request::Credit { topic, group, credit } => self.credit(conn, &topic, &group, credit),
             Request::Ack { topic, group, ranges } => self.ack(conn, &topic, &group, &ranges),
@@ -458,6 +468,7 @@ impl Core {
         group: String,
         start: StartPosition,
         credit: u32,
+        kind: GroupKind,
     ) -> Reply {
         let state = self.conns.get(&conn).expect("handle checked the connection");
         if state.subs.iter().any(|(t, _)| *t == topic) {
@@ -466,6 +477,7 @@ impl Core {
                 format!("this connection already subscribes to {topic}"),
             ));
         }
+        self.check_kind(&topic, &group, kind)?;
         let credit = credit.min(self.config.credit_max);
         let key = (topic.clone(), group.clone());
         if !self.groups.contains_key(&key) && self.groups.len() >= self.config.groups_max {
@@ -483,10 +495,9 @@ impl Core {
             t.groups.push(group.clone());
         }
         let logs = &t.logs;
-        let g = self
-            .groups
-            .entry(key)
-            .or_insert_with(|| Group::new(group.clone(), topic.clone(), logs, start, ack_timeout));
+        let g = self.groups.entry(key).or_insert_with(|| {
+            Group::new(group.clone(), topic.clone(), kind, logs, start, ack_timeout)
+        });
         g.join(conn, credit);
         self.conns.get_mut(&conn).expect("checked above").subs.push((topic, group));
         Ok(Response::Subscribed { partitions })
@@ -501,14 +512,6 @@ impl Core {
         }
         self.leave(conn, topic, group, now);
         Ok(Response::Ok)
-    }
-
-    fn leave(&mut self, conn: ConnId, topic: &str, group: &str, now: Now) {
-        let mut dead = Vec::new();
-        if let Some(g) = self.groups.get_mut(&(topic.to_string(), group.to_string())) {
-            g.leave(conn, self.config.max_deliveries, &mut dead);
-        }
-        self.dead_letter(topic, &dead, now);
     }
 
     /// The group `conn` is a member of.
@@ -616,9 +619,10 @@ impl Core {
         }
     }
 
-    /// Runs timers: acknowledgement timeouts, NACK delays, AUTH deadlines, retention.
+    /// Runs timers: acknowledgement timeouts, NACK delays, AUTH deadlines, group expiry.
     pub fn tick(&mut self, now: Now) {
         self.drop_stalled_members(now);
+        self.expire_groups(now);
         let max_deliveries = self.config.max_deliveries;
         let mut all_dead: Vec<(String, Vec<DeadLetter>)> = Vec::new();
         for ((topic, _), g) in self.groups.iter_mut() {

@@ -80,7 +80,7 @@ impl Core {
                     .collect(),
             })
             .collect();
-        let groups = self.groups.values().map(|g| self.group_stats(g)).collect();
+        let groups = self.groups.values().map(|g| self.group_stats(g, now)).collect();
         StatsReply {
             uptime_ms: now.mono.duration_since(self.started).as_millis() as u64,
             connections: self.conns.len() as u64,
@@ -93,7 +93,7 @@ impl Core {
         }
     }
 
-    fn group_stats(&self, g: &super::Group) -> GroupStats {
+    fn group_stats(&self, g: &super::Group, now: Now) -> GroupStats {
         let topic = self.topics.get(&g.topic);
         let partitions: Vec<GroupPartitionStats> = (0..g.partition_count())
             .map(|p| {
@@ -139,7 +139,17 @@ impl Core {
             dead_lettered: g.counters.dead_lettered,
             members,
             partitions,
+            kind: g.kind.word().into(),
+            empty_since_ms: g.empty.map(|e| e.wall_ms),
+            expires_in_ms: self.expires_in(g, now).map(|d| d.as_millis() as u64),
         }
+    }
+
+    /// Time until the group expiry deletes `g`, if it is counting.
+    fn expires_in(&self, g: &super::Group, now: Now) -> Option<std::time::Duration> {
+        let expiry = self.config.group_expiry;
+        let empty = g.empty.filter(|_| !expiry.is_zero())?;
+        Some(expiry.saturating_sub(empty.elapsed(now.mono)))
     }
 
     pub(crate) fn topics_json(&self) -> Bytes {
@@ -158,19 +168,22 @@ impl Core {
         })
     }
 
-    pub(crate) fn groups_json(&self) -> Bytes {
+    pub(crate) fn groups_json(&self, now: Now) -> Bytes {
         json(&GroupsReply {
             groups: self
                 .groups
                 .values()
                 .map(|g| {
-                    let s = self.group_stats(g);
+                    let s = self.group_stats(g, now);
                     GroupInfo {
                         group: s.group,
                         topic: s.topic,
                         members: s.members.len() as u32,
                         lag: s.lag,
                         in_flight: s.in_flight,
+                        kind: s.kind,
+                        empty_since_ms: s.empty_since_ms,
+                        expires_in_ms: s.expires_in_ms,
                     }
                 })
                 .collect(),

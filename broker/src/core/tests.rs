@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mq_protocol::{Delivery, ErrorCode, OffsetRange, Record, Request, Response, StartPosition};
+use mq_protocol::{
+    Delivery, ErrorCode, GroupKind, OffsetRange, Record, Request, Response, StartPosition,
+};
 
 use super::*;
 use crate::storage::memory::MemoryLog;
@@ -43,6 +45,8 @@ struct Harness {
     core: Core,
     base: Instant,
     now_ms: u64,
+    /// Wall-clock milliseconds at `base`.
+    wall_base_ms: u64,
 }
 
 impl Harness {
@@ -50,7 +54,7 @@ impl Harness {
         let base = Instant::now();
         let core =
             Core::new(config, Box::new(Mem), Now { mono: base, wall_ms: 1_000_000 }).unwrap();
-        Harness { core, base, now_ms: 0 }
+        Harness { core, base, now_ms: 0, wall_base_ms: 1_000_000 }
     }
 
     fn with_partitions(p: u32) -> Harness {
@@ -60,7 +64,7 @@ impl Harness {
     fn now(&self) -> Now {
         Now {
             mono: self.base + Duration::from_millis(self.now_ms),
-            wall_ms: 1_000_000 + self.now_ms,
+            wall_ms: self.wall_base_ms + self.now_ms,
         }
     }
 
@@ -109,6 +113,7 @@ impl Harness {
                 group: group.into(),
                 start: StartPosition::Earliest,
                 credit,
+                kind: GroupKind::Durable,
             },
         );
         assert!(matches!(reply, Response::Subscribed { .. }), "{reply:?}");
@@ -428,6 +433,7 @@ fn start_latest_skips_what_was_published_before() {
             group: "g".into(),
             start: StartPosition::Latest,
             credit: 10,
+            kind: GroupKind::Durable,
         },
     );
     assert_eq!(r, Response::Subscribed { partitions: 1 });
@@ -448,6 +454,7 @@ fn a_second_subscription_to_a_topic_on_one_connection_is_refused() {
             group: "h".into(),
             start: StartPosition::Earliest,
             credit: 10,
+            kind: GroupKind::Durable,
         },
     );
     assert_error(r, ErrorCode::ALREADY_SUBSCRIBED);
@@ -639,6 +646,7 @@ fn a_topic_skipped_at_start_is_not_recreated_over_its_records_and_the_broker_goe
             group: "g".into(),
             start: StartPosition::Earliest,
             credit: 10,
+            kind: GroupKind::Durable,
         },
     ));
     assert_eq!(std::fs::read(topic_dir.join("topic.json")).unwrap(), b"{ damaged");
@@ -670,6 +678,7 @@ fn an_unusable_checkpoint_restores_no_group_and_subscribe_chooses_where_it_start
                 group: "late".into(),
                 start: StartPosition::Latest,
                 credit: 10,
+                kind: GroupKind::Durable,
             },
         );
         assert_eq!(r, Response::Subscribed { partitions: 1 });
@@ -817,3 +826,5 @@ fn wall_clock_jumps_fire_no_ack_timeout_and_delay_none() {
         .collect();
     assert_eq!(again, vec![2], "redelivered once its monotonic timeout passed");
 }
+
+mod group_lifecycle;

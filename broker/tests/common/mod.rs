@@ -196,6 +196,7 @@ pub fn subscribe(topic: &str, group: &str, credit: u32) -> Request {
         group: group.into(),
         start: StartPosition::Earliest,
         credit,
+        kind: mq_protocol::GroupKind::Durable,
     }
 }
 

@@ -5,8 +5,9 @@
 //! record starts with a 16-byte header (send time on a clock all threads share, publisher,
 //! sequence number), so subscribers measure end-to-end latency into an HDR histogram and
 //! tell first deliveries from duplicates. Subscribers are separate groups (each receives
-//! every record) or, with `--subscribers-share`, members of one group. The run ends when
-//! every group has received every record the broker placed, or after `--timeout`.
+//! every record) or, with `--subscribers-share`, members of one group; the groups are
+//! ephemeral (`bench-<pid>-<n>`), so the broker deletes them when the run ends. The run ends
+//! when every group has received every record the broker placed, or after `--timeout`.
 //!
 //! Output: progress each second on stderr, a summary, and with `--json` one JSON object as
 //! the last line of stdout. Exit codes: 0 ok, 1 a broker error or records missing at the
@@ -59,7 +60,8 @@ pub struct Args {
     /// Publisher threads, each with its own connection.
     #[arg(long, default_value_t = 1, value_name = "P")]
     pub publishers: u32,
-    /// Subscriber threads; each is its own group unless --subscribers-share.
+    /// Subscriber threads; each is its own group unless --subscribers-share. The groups are
+    /// ephemeral: the broker deletes them when the run ends.
     #[arg(long, default_value_t = 1, value_name = "S")]
     pub subscribers: u32,
     /// Put all subscribers in one group (they split the partitions).
@@ -184,10 +186,13 @@ fn run(args: &Args) -> Result<Report, ClientError> {
         .map(|i| {
             let group = if args.subscribers_share { 0 } else { i };
             let name = format!("bench-{}-{group}", std::process::id());
+            // Ephemeral: the bench's groups go when its subscribers do, instead of staying
+            // on the broker with the lag of every record published after the run.
             let subscription = ConsumerConfig {
                 start: StartPosition::Latest,
                 credit: args.credit,
                 ack_batch: args.ack_batch,
+                ephemeral: true,
             };
             client.subscribe(&args.topic, &name, subscription).map(|c| (group, c))
         })

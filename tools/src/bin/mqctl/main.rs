@@ -89,11 +89,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Delete a consumer group that has no members, with its committed offsets.
+    DeleteGroup {
+        /// Topic.
+        topic: String,
+        /// Consumer group.
+        group: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print records of a topic as they arrive, acknowledging each.
     Tail {
         /// Topic.
         topic: String,
-        /// Consumer group [default: mqctl-tail-<pid>, a group of its own].
+        /// Consumer group, durable: it keeps its offsets after tail exits [default:
+        /// mqctl-tail-<pid>, an ephemeral group of its own that the broker deletes when
+        /// tail exits].
         #[arg(long)]
         group: Option<String>,
         /// Where a new group starts.
@@ -233,9 +245,21 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 writeln!(out, "created topic {}", settings.topic)?;
             }
         }
+        Command::DeleteGroup { topic, group, json } => {
+            client.delete_group(&topic, &group).map_err(usage_if_invalid)?;
+            if json {
+                writeln!(out, "{}", json!({"deleted": {"topic": topic, "group": group}}))?;
+            } else {
+                writeln!(out, "deleted group {group} on {topic}")?;
+            }
+        }
         Command::Tail { topic, group, from, count, credit, json } => {
+            // A group of its own is made for this one look: ephemeral, so it goes with us
+            // instead of staying behind with a growing lag.
+            let ephemeral = group.is_none();
             let group = group.unwrap_or_else(|| format!("mqctl-tail-{}", std::process::id()));
-            let subscription = ConsumerConfig { start: from.position(), credit, ack_batch: 0 };
+            let subscription =
+                ConsumerConfig { start: from.position(), credit, ack_batch: 0, ephemeral };
             let consumer =
                 client.subscribe(&topic, &group, subscription).map_err(usage_if_invalid)?;
             tail(consumer, count, json, &mut out)?;

@@ -97,6 +97,7 @@ fn group_table(s: &StatsReply, earlier: Option<&Earlier>) -> Table {
         &[
             "GROUP",
             "TOPIC",
+            "KIND",
             "MEMBERS",
             "LAG",
             "IN_FLIGHT",
@@ -105,13 +106,14 @@ fn group_table(s: &StatsReply, earlier: Option<&Earlier>) -> Table {
             "REDELIVERED",
             "DEAD_LETTERED",
         ],
-        2,
+        3,
     );
     for g in &s.groups {
         let then = earlier.and_then(|e| e.acked.get(&(g.group.clone(), g.topic.clone())).copied());
         t.row(vec![
             g.group.clone(),
             g.topic.clone(),
+            g.kind.clone(),
             g.members.len().to_string(),
             human_count(g.lag),
             human_count(g.in_flight),
@@ -125,6 +127,7 @@ fn group_table(s: &StatsReply, earlier: Option<&Earlier>) -> Table {
             t.row(vec![
                 format!("  member {} {}{paused}", m.id, m.peer),
                 format!("partitions {}", compact(&m.partitions)),
+                String::new(),
                 String::new(),
                 String::new(),
                 human_count(m.in_flight),
@@ -186,17 +189,32 @@ fn unlimited(n: u64) -> String {
 
 /// `GROUPS` as a table.
 pub fn groups(r: &GroupsReply) -> String {
-    let mut t = Table::new(&["GROUP", "TOPIC", "MEMBERS", "LAG", "IN_FLIGHT"], 2);
+    let mut t =
+        Table::new(&["GROUP", "TOPIC", "KIND", "MEMBERS", "LAG", "IN_FLIGHT", "EXPIRES_IN"], 3);
     for g in &r.groups {
         t.row(vec![
             g.group.clone(),
             g.topic.clone(),
+            g.kind.clone(),
             g.members.to_string(),
             human_count(g.lag),
             human_count(g.in_flight),
+            expires_in(g.expires_in_ms),
         ]);
     }
     t.to_string()
+}
+
+/// Time until an empty group expires, in the largest unit that fits; `-` if it does not.
+pub fn expires_in(ms: Option<u64>) -> String {
+    let Some(ms) = ms else { return "-".into() };
+    let s = ms / 1000;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86_400, s % 86_400 / 3600),
+    }
 }
 
 /// `HEALTH` as one line.
@@ -230,6 +248,15 @@ pub fn info(i: &InfoReply) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiry_is_shown_in_the_largest_unit() {
+        assert_eq!(expires_in(None), "-");
+        assert_eq!(expires_in(Some(59_999)), "59s");
+        assert_eq!(expires_in(Some(90_000)), "1m");
+        assert_eq!(expires_in(Some(3_660_000)), "1h1m");
+        assert_eq!(expires_in(Some(604_800_000)), "7d0h");
+    }
 
     #[test]
     fn partition_runs_are_shortened() {
