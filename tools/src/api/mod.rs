@@ -20,6 +20,13 @@ use axum::Router;
 
 pub use self::types::*;
 
+/// The API in the `--help` of the collector and the gateway.
+pub const HELP_API: &str = "HTTP API: spec/openapi.json, also served at /openapi.json \
+(the gateway's is the same). The latest samples of a GPU: \
+GET /api/v1/gpus/<id>/telemetry?order=desc&limit=5 (the default order is oldest first, \
+order=asc; next_cursor continues in the order asked). Times are RFC 3339 date-time \
+(2026-11-29T09:00:00Z).";
+
 /// Longest request a client may take, end to end.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most requests served at once; more wait.

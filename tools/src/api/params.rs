@@ -3,18 +3,35 @@
 //! Parameters are read from the raw query string (so `metric` can repeat, and a repeated
 //! single-valued parameter is an error rather than silently one of its values). Unknown
 //! parameters are ignored.
+//!
+//! Each check here is the constraint the OpenAPI document states for the parameter
+//! (pattern, `format: date-time`, length, range, enum), no more and no less, so a client
+//! generated from the document never sends what the server refuses; the patterns are
+//! constants here that the document takes. Two rules span parameters and are in the
+//! descriptions only: `start_time` not after `end_time`, and the whole query string at
+//! most [`QUERY_BYTES_MAX`] bytes (which the longest schema-valid query stays under).
 
 use super::ApiError;
-use crate::collector::query::{decode_cursor, Query, LIMIT_DEFAULT, LIMIT_MAX};
-use crate::collector::record::valid_metric_name;
+use crate::collector::query::{decode_cursor, Order, Query, LIMIT_DEFAULT, LIMIT_MAX};
 use crate::collector::series::{SeriesQuery, POINTS_DEFAULT, POINTS_MAX};
-use crate::collector::timestamp::{parse_rfc3339_ms, TS_MS_MAX, TS_MS_MIN};
+use crate::collector::timestamp::{parse_api_time, TS_MS_MAX, TS_MS_MIN};
 use crate::telemetry::valid_gpu_id;
 
-/// Longest query string accepted, in bytes.
-pub const QUERY_BYTES_MAX: usize = 8192;
-/// Most `metric` parameters in one query.
-pub const METRIC_PARAMS_MAX: usize = 256;
+/// Longest query string accepted, in bytes: more than the longest query the OpenAPI
+/// document allows (32 metrics of 128 four-byte characters, percent-encoded, is about
+/// 49 KiB), so a schema-valid query never meets it, and less than the longest URI hyper
+/// reads (64 KiB; it answers 414 past that).
+pub const QUERY_BYTES_MAX: usize = 60 * 1024;
+/// Most `metric` parameters in one query: few enough that the longest schema-valid query
+/// fits [`QUERY_BYTES_MAX`]. Leave `metric` out for every metric.
+pub const METRIC_PARAMS_MAX: usize = 32;
+/// Longest `metric` parameter, in characters (what JSON Schema's `maxLength` counts). A
+/// stored name is at most 128 bytes, so a longer one in bytes just matches nothing.
+pub const METRIC_PARAM_CHARS_MAX: usize = 128;
+/// The pattern of a GPU id in a path: `[A-Za-z0-9._:-]{1,128}`, but not `.` or `..`.
+pub const GPU_ID_PATTERN: &str = r"^(?!\.\.?$)[A-Za-z0-9._:-]{1,128}$";
+/// The pattern of a `metric` parameter: no control characters (Unicode `Cc`).
+pub const METRIC_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
 
 /// Checks a GPU id taken from a path (already percent-decoded).
 ///
@@ -44,11 +61,12 @@ pub fn parse_telemetry_query(raw: Option<&str>) -> Result<Query, ApiError> {
         end_ms: TS_MS_MAX,
         metrics: Vec::new(),
         limit: LIMIT_DEFAULT,
-        after: None,
+        order: Order::Asc,
+        cursor: None,
     };
     let mut seen: Vec<&str> = Vec::new();
     for (name, value) in &pairs {
-        let once = ["start_time", "end_time", "limit", "cursor"];
+        let once = ["start_time", "end_time", "limit", "cursor", "order"];
         if let Some(n) = once.iter().find(|n| *n == name) {
             if seen.contains(n) {
                 return Err(ApiError::bad(n, format!("{n} given more than once")));
@@ -59,10 +77,14 @@ pub fn parse_telemetry_query(raw: Option<&str>) -> Result<Query, ApiError> {
             "start_time" => query.start_ms = parse_time("start_time", value)?,
             "end_time" => query.end_ms = parse_time("end_time", value)?,
             "limit" => query.limit = parse_limit(value)?,
+            "order" => {
+                query.order = Order::parse(value)
+                    .ok_or_else(|| ApiError::bad("order", "order must be asc or desc"))?;
+            }
             "cursor" => {
                 let key = decode_cursor(value)
                     .ok_or_else(|| ApiError::bad("cursor", "not a cursor from a previous page"))?;
-                query.after = Some(key);
+                query.cursor = Some(key);
             }
             "metric" => {
                 check_metric(value, query.metrics.len())?;
@@ -115,15 +137,9 @@ pub fn parse_series_query(raw: Option<&str>) -> Result<SeriesQuery, ApiError> {
     }
     let points = match points {
         None => POINTS_DEFAULT,
-        Some(text) => match text.parse::<usize>() {
-            Ok(n) if (1..=POINTS_MAX).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad(
-                    "points",
-                    format!("points must be an integer from 1 to {POINTS_MAX}"),
-                ))
-            }
-        },
+        Some(text) => parse_integer(text, 1..=POINTS_MAX).ok_or_else(|| {
+            ApiError::bad("points", format!("points must be an integer from 1 to {POINTS_MAX}"))
+        })?,
     };
     Ok(SeriesQuery { start_ms, end_ms, metrics, points })
 }
@@ -133,10 +149,13 @@ fn required(param: &str) -> ApiError {
 }
 
 fn check_metric(value: &str, known: usize) -> Result<(), ApiError> {
-    if !valid_metric_name(value) {
+    let chars = value.chars().count();
+    if chars == 0 || chars > METRIC_PARAM_CHARS_MAX || value.chars().any(char::is_control) {
         return Err(ApiError::bad(
             "metric",
-            "metric must be 1 to 128 characters, no control characters",
+            format!(
+                "metric must be 1 to {METRIC_PARAM_CHARS_MAX} characters, no control characters"
+            ),
         ));
     }
     if known == METRIC_PARAMS_MAX {
@@ -146,14 +165,19 @@ fn check_metric(value: &str, known: usize) -> Result<(), ApiError> {
 }
 
 fn parse_time(param: &str, value: &str) -> Result<i64, ApiError> {
-    parse_rfc3339_ms(value).map_err(|e| ApiError::bad(param, format!("{param}: {e}")))
+    parse_api_time(value).map_err(|e| ApiError::bad(param, format!("{param}: {e}")))
 }
 
 fn parse_limit(value: &str) -> Result<usize, ApiError> {
-    match value.parse::<usize>() {
-        Ok(n) if (1..=LIMIT_MAX).contains(&n) => Ok(n),
-        _ => Err(ApiError::bad("limit", format!("limit must be an integer from 1 to {LIMIT_MAX}"))),
-    }
+    parse_integer(value, 1..=LIMIT_MAX).ok_or_else(|| {
+        ApiError::bad("limit", format!("limit must be an integer from 1 to {LIMIT_MAX}"))
+    })
+}
+
+/// Decimal digits only (no sign, no spaces: what an OpenAPI `integer` is) within `range`.
+fn parse_integer(text: &str, range: std::ops::RangeInclusive<usize>) -> Option<usize> {
+    let n = text.bytes().all(|b| b.is_ascii_digit()).then(|| text.parse::<usize>().ok())??;
+    range.contains(&n).then_some(n)
 }
 
 #[cfg(test)]
@@ -173,8 +197,14 @@ mod tests {
         assert_eq!(q.metrics, ["A", "B"]);
         assert_eq!(q.limit, 5);
         assert_eq!(q.end_ms - q.start_ms, 0, "10:00+01:00 is 09:00Z");
+        assert_eq!(q.order, Order::Asc);
         let q = parse_telemetry_query(None).unwrap();
         assert_eq!((q.start_ms, q.end_ms, q.limit), (TS_MS_MIN, TS_MS_MAX, LIMIT_DEFAULT));
+        let q = parse_telemetry_query(Some("order=desc&limit=3")).unwrap();
+        assert_eq!((q.order, q.limit), (Order::Desc, 3));
+        let long = "é".repeat(METRIC_PARAM_CHARS_MAX);
+        let q = parse_telemetry_query(Some(&format!("metric={long}"))).unwrap();
+        assert_eq!(q.metrics, [long], "128 characters, 256 bytes: a name that matches nothing");
     }
 
     #[test]
@@ -190,9 +220,16 @@ mod tests {
             param_of("start_time=2026-11-29T10:00:00Z&end_time=2026-11-29T09:00:00Z"),
             "start_time"
         );
+        assert_eq!(param_of("limit=+5"), "limit");
         assert_eq!(param_of("cursor=xyz"), "cursor");
+        assert_eq!(param_of("cursor="), "cursor");
+        assert_eq!(param_of("order=latest"), "order");
+        assert_eq!(param_of("order=asc&order=desc"), "order");
         assert_eq!(param_of("metric="), "metric");
-        assert_eq!(param_of(&"a=b&".repeat(3000)), "query");
+        assert_eq!(param_of("metric=a%0Ab"), "metric");
+        assert_eq!(param_of(&format!("metric={}", "x".repeat(129))), "metric");
+        assert_eq!(param_of("start_time=2026-11-29T09:00Z"), "start_time");
+        assert_eq!(param_of(&"a=b&".repeat(QUERY_BYTES_MAX / 4 + 1)), "query");
     }
 
     #[test]
@@ -208,6 +245,32 @@ mod tests {
         assert_eq!(param(&format!("{window}&points=2001")), "points");
         assert_eq!(param(&format!("{window}&points=1&points=2")), "points");
         assert_eq!(param(&format!("{window}&metric=")), "metric");
+    }
+
+    /// Goal: the longest query the OpenAPI document allows fits the query-string bound,
+    /// so the bound never refuses a schema-valid query. Method: every parameter at its
+    /// longest (128 metrics of 128 four-byte characters), percent-encoded as a client
+    /// sends it, parsed.
+    #[test]
+    fn the_longest_valid_query_fits() {
+        use crate::collector::timestamp::API_TIME_BYTES_MAX;
+        let time = format!("2026-11-29T09:00:00.{}+01:00", "1".repeat(API_TIME_BYTES_MAX - 26));
+        assert_eq!(time.len(), API_TIME_BYTES_MAX);
+        let metric = "\u{10FFFD}".repeat(METRIC_PARAM_CHARS_MAX);
+        let cursor = format!("{}{}", "0".repeat(40), "41".repeat(128));
+        let mut pairs = vec![
+            ("start_time", time.clone()),
+            ("end_time", time),
+            ("limit", "100000".to_string()),
+            ("order", "desc".to_string()),
+            ("cursor", cursor),
+        ];
+        pairs.extend((0..METRIC_PARAMS_MAX).map(|_| ("metric", metric.clone())));
+        let raw = serde_urlencoded::to_string(&pairs).unwrap();
+        assert!(raw.len() <= QUERY_BYTES_MAX, "{} bytes", raw.len());
+        let q = parse_telemetry_query(Some(&raw)).unwrap();
+        assert_eq!(q.metrics.len(), METRIC_PARAMS_MAX);
+        assert_eq!(param_of(&format!("{raw}&metric=one-too-many")), "metric");
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub struct HealthBody {
     #[schema(example = "0.1.0")]
     pub version: String,
     /// When this answer was made (RFC 3339, UTC).
-    #[schema(example = "2026-11-29T09:12:00.123Z")]
+    #[schema(format = DateTime, max_length = 64, example = "2026-11-29T09:12:00.123Z")]
     pub timestamp: String,
     /// The collector's broker connection (collectors only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,6 +55,7 @@ pub struct BrokerHealth {
     pub group: String,
     /// Time of the last successful poll, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub last_poll: Option<String>,
 }
 
@@ -97,9 +98,11 @@ pub struct GpuInfo {
     pub model: Option<String>,
     /// Earliest sample time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub first_seen: Option<String>,
     /// Latest sample time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub last_seen: Option<String>,
     /// Samples stored.
     pub sample_count: u64,
@@ -118,7 +121,7 @@ pub struct GpuList {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TelemetrySample {
     /// Processing time (RFC 3339, UTC, ms).
-    #[schema(example = "2026-11-29T09:12:00.123Z")]
+    #[schema(format = DateTime, max_length = 64, example = "2026-11-29T09:12:00.123Z")]
     pub timestamp: String,
     /// Metric name (dcgm-exporter naming).
     #[schema(example = "DCGM_FI_DEV_GPU_UTIL")]
@@ -151,32 +154,140 @@ pub struct TelemetryPage {
     pub count: usize,
     /// Where the page came from: `cache`, `file`, or `merged` (a gateway over several
     /// collectors).
-    #[schema(example = "cache")]
+    #[schema(value_type = AnswerSource, example = "cache")]
     pub source: String,
-    /// Pass as `cursor` to get the next page; absent on the last page.
+    /// Pass as `cursor` (with the same other parameters) to get the next page; absent on
+    /// the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Cursor>)]
     pub next_cursor: Option<String>,
-    /// Samples ordered by time, then partition, offset and metric.
+    /// Samples ordered by time, then partition, offset and metric; newest first for
+    /// `order=desc`.
     pub samples: Vec<TelemetrySample>,
+}
+
+/// A GPU id in a path: 1 to 128 characters of `A-Z a-z 0-9 . _ : -`, but not `.` or
+/// `..`.
+#[derive(Debug)]
+pub struct GpuId;
+
+/// A metric name in a query: 1 to 128 characters, no control characters.
+#[derive(Debug)]
+pub struct MetricName;
+
+/// A telemetry cursor: a position in sample order, as `next_cursor` gives it.
+#[derive(Debug)]
+pub struct Cursor;
+
+/// A string schema of the OpenAPI document, its constraints from the constants the code
+/// checks with (so the two cannot drift apart).
+fn string_schema(
+    description: &str,
+    (min, max): (usize, usize),
+    pattern: &str,
+    example: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .min_length(Some(min))
+        .max_length(Some(max))
+        .pattern(Some(pattern))
+        .examples([serde_json::json!(example)])
+        .into()
+}
+
+impl utoipa::PartialSchema for GpuId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema(
+            "A GPU id: its UUID, or `<hostname>:<gpu_index>`. 1 to 128 characters of \
+             A-Z a-z 0-9 . _ : -, but not `.` or `..`.",
+            (1, crate::telemetry::GPU_ID_BYTES_MAX),
+            crate::api::params::GPU_ID_PATTERN,
+            "GPU-5fd4f087-86f3-7a43-b711-4771313afc50",
+        )
+    }
+}
+impl ToSchema for GpuId {}
+
+impl utoipa::PartialSchema for MetricName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema(
+            "A metric name: 1 to 128 characters, no control characters (Unicode Cc).",
+            (1, crate::api::params::METRIC_PARAM_CHARS_MAX),
+            crate::api::params::METRIC_PATTERN,
+            "DCGM_FI_DEV_GPU_UTIL",
+        )
+    }
+}
+impl ToSchema for MetricName {}
+
+impl utoipa::PartialSchema for Cursor {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use crate::collector::query::{CURSOR_METRIC_BYTES_MAX, CURSOR_PATTERN};
+        string_schema(
+            "A position in sample order, as `next_cursor` gives it: 40 lowercase hex \
+             digits, then up to 128 bytes in hex. Any such text is a position.",
+            (40, 40 + 2 * CURSOR_METRIC_BYTES_MAX),
+            CURSOR_PATTERN,
+            "800001950e7a25c00000000300000000000000634443474d5f46495f4445565f4750555f5554494c",
+        )
+    }
+}
+impl ToSchema for Cursor {}
+
+/// The order of a telemetry page: `asc`, oldest first, or `desc`, newest first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SampleOrder {
+    /// Oldest first: time, then partition, offset and metric.
+    #[default]
+    Asc,
+    /// Newest first: the reverse.
+    Desc,
+}
+
+/// Where an answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AnswerSource {
+    /// The collector's memory cache.
+    Cache,
+    /// The collector's files.
+    File,
+    /// A gateway's merge of several collectors' answers.
+    Merged,
 }
 
 /// Query parameters of `GET /api/v1/gpus/{gpu_id}/telemetry`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TelemetryParams {
-    /// Earliest sample time, inclusive (RFC 3339). Default: the beginning.
-    #[param(example = "2026-11-29T09:00:00Z")]
+    /// Earliest sample time, inclusive (RFC 3339 `date-time`; an offset, lowercase `t` or
+    /// `z` and any number of fraction digits are fine). Default: the beginning. Not after
+    /// `end_time` (400).
+    #[param(value_type = Option<String>, format = DateTime, max_length = 64, example = "2026-11-29T09:00:00Z")]
     pub start_time: Option<String>,
-    /// Latest sample time, inclusive (RFC 3339). Default: the end.
-    #[param(example = "2026-11-29T10:00:00Z")]
+    /// Latest sample time, inclusive (RFC 3339 `date-time`). Default: the end.
+    #[param(value_type = Option<String>, format = DateTime, max_length = 64, example = "2026-11-29T10:00:00Z")]
     pub end_time: Option<String>,
-    /// Only these metrics (repeat the parameter for several). Default: all.
-    #[param(example = "DCGM_FI_DEV_GPU_UTIL")]
+    /// Only these metrics (repeat the parameter for several, at most 32). Default: all.
+    /// A name no sample has matches nothing (200, no samples).
+    #[param(value_type = Option<Vec<MetricName>>, max_items = 32, explode = true,
+        style = Form)]
     pub metric: Option<Vec<String>>,
-    /// Most samples in the page: 1 to 100000, default 1000.
-    #[param(minimum = 1, maximum = 100000, example = 1000)]
+    /// Most samples in the page.
+    #[param(minimum = 1, maximum = 100000, default = 1000, example = 1000)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `asc`: oldest first (the default, so a client paging from `start_time` forward
+    /// keeps working); `desc`: newest first, so `?order=desc&limit=3` is the latest three
+    /// samples. Cursors continue in the order asked.
+    #[param(value_type = Option<SampleOrder>, default = "asc")]
+    pub order: Option<SampleOrder>,
+    /// `next_cursor` of the previous page (give the other parameters again, unchanged):
+    /// the page holds the samples past it in `order`.
+    #[param(value_type = Option<Cursor>)]
     pub cursor: Option<String>,
 }
 
@@ -289,6 +400,17 @@ pub struct GatewayStatsBody {
     pub collectors: Vec<DownstreamStats>,
 }
 
+/// `GET /stats`: a collector's counters, or a gateway's list of its collectors' (the one
+/// path whose body differs between the two).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum StatsAnswer {
+    /// From a collector.
+    Collector(Box<StatsBody>),
+    /// From a gateway.
+    Gateway(GatewayStatsBody),
+}
+
 /// The metrics `/api/v1/overview` reports per GPU (their latest values).
 pub const OVERVIEW_METRICS: [&str; 5] = [
     "DCGM_FI_DEV_GPU_UTIL",
@@ -316,6 +438,7 @@ pub struct OverviewGpu {
     pub model: Option<String>,
     /// Latest sample time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub last_seen: Option<String>,
     /// Latest value of each of `metrics` the GPU has reported (others are absent).
     #[schema(example = json!({"DCGM_FI_DEV_GPU_UTIL": 97.0, "DCGM_FI_DEV_GPU_TEMP": 64.0}))]
@@ -411,8 +534,10 @@ pub struct SeriesBody {
     /// The GPU id.
     pub gpu_id: String,
     /// Window start (RFC 3339, UTC).
+    #[schema(format = DateTime)]
     pub start_time: String,
     /// Window end (RFC 3339, UTC).
+    #[schema(format = DateTime)]
     pub end_time: String,
     /// Bucket length, ms: the shortest of 1, 10, 100, 250, 500 ms, 1, 2, 5, 10, 15, 30 s,
     /// 1, 2, 5, 10, 15, 30 min, 1, 2, 3, 6, 12 h (then whole days) at least
@@ -421,6 +546,7 @@ pub struct SeriesBody {
     /// Samples counted.
     pub samples: u64,
     /// `cache`, `file`, or `merged` (a gateway over several collectors).
+    #[schema(value_type = AnswerSource)]
     pub source: String,
     /// Set when the window held too many samples to read (over 2,000,000): the buckets
     /// are complete from this time on, older ones are missing or partial.
@@ -434,16 +560,18 @@ pub struct SeriesBody {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SeriesParams {
-    /// Window start, inclusive (RFC 3339). Required.
-    #[param(example = "2026-11-29T09:00:00Z")]
+    /// Window start, inclusive (RFC 3339 `date-time`). Required; not after `end_time`
+    /// (400).
+    #[param(format = DateTime, max_length = 64, example = "2026-11-29T09:00:00Z")]
     pub start_time: String,
-    /// Window end, inclusive (RFC 3339). Required.
-    #[param(example = "2026-11-29T10:00:00Z")]
+    /// Window end, inclusive (RFC 3339 `date-time`). Required.
+    #[param(format = DateTime, max_length = 64, example = "2026-11-29T10:00:00Z")]
     pub end_time: String,
-    /// Only these metrics (repeat the parameter for several). Default: all.
-    #[param(example = "DCGM_FI_DEV_GPU_UTIL")]
+    /// Only these metrics (repeat the parameter for several, at most 32). Default: all.
+    #[param(value_type = Option<Vec<MetricName>>, max_items = 32, explode = true,
+        style = Form)]
     pub metric: Option<Vec<String>>,
-    /// Most buckets per metric: 1 to 2000, default 300.
-    #[param(minimum = 1, maximum = 2000, example = 300)]
+    /// Most buckets per metric.
+    #[param(minimum = 1, maximum = 2000, default = 300, example = 300)]
     pub points: Option<u32>,
 }

@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 /// Consume GPU telemetry from the broker, store it per GPU, serve it over HTTP.
 #[derive(Debug, Default, Parser, Deserialize)]
-#[command(version)]
+#[command(version, after_help = mq_tools::api::HELP_API)]
 #[serde(deny_unknown_fields)]
 struct Args {
     /// TOML file with defaults for these flags.

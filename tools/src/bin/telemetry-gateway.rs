@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 /// Serve the telemetry API over several collectors.
 #[derive(Debug, Default, Parser, Deserialize)]
-#[command(version)]
+#[command(version, after_help = mq_tools::api::HELP_API)]
 #[serde(deny_unknown_fields)]
 struct Args {
     /// TOML file with defaults for these flags.

@@ -23,10 +23,10 @@ use super::timestamp::{format_ms_string, now_ms};
 use super::Shared;
 use crate::api::params::{check_gpu_id, parse_series_query, parse_telemetry_query};
 use crate::api::{
-    json_bytes, protect, ApiError, BrokerHealth, CacheStatsBody, ErrorBody, GpuInfo, GpuList,
-    HealthBody, OverviewBody, OverviewGpu, PipelineBody, PipelineCollector, RetentionStatsBody,
-    SeriesBody, SeriesMetric, SeriesParams, StatsBody, TelemetryPage, TelemetryParams,
-    OVERVIEW_METRICS,
+    json_bytes, protect, ApiError, BrokerHealth, CacheStatsBody, Cursor, ErrorBody, GpuId, GpuInfo,
+    GpuList, HealthBody, MetricName, OverviewBody, OverviewGpu, PipelineBody, PipelineCollector,
+    RetentionStatsBody, SampleOrder, SeriesBody, SeriesMetric, SeriesParams, StatsAnswer,
+    StatsBody, TelemetryPage, TelemetryParams, OVERVIEW_METRICS,
 };
 
 /// Version reported by `/health`.
@@ -56,6 +56,8 @@ impl AppState {
             telemetry-gateway over several collectors. Errors are JSON: \
             {\"status\":\"error\",\"errorType\":...,\"error\":...,\"param\":...}."
     ),
+    // Types only parameters refer to: the routes collect the bodies' schemas, not these.
+    components(schemas(GpuId, MetricName, SampleOrder, Cursor)),
     tags(
         (name = "telemetry", description = "GPUs and their samples"),
         (name = "operations", description = "Health, counters and Prometheus metrics")
@@ -165,7 +167,10 @@ fn health_body(state: &AppState) -> HealthBody {
 
 /// Every GPU with telemetry.
 #[utoipa::path(get, path = "/api/v1/gpus", tag = "telemetry",
-    responses((status = 200, description = "GPUs by id", body = GpuList)))]
+    responses(
+        (status = 200, description = "GPUs by id", body = GpuList),
+        (status = 503, description = "Behind a gateway: no collector answers", body = ErrorBody)
+    ))]
 async fn list_gpus(State(state): State<AppState>) -> Json<GpuList> {
     let catalog = state.shared.catalog.read().expect("catalog lock");
     let gpus: Vec<GpuInfo> = catalog
@@ -185,16 +190,18 @@ async fn list_gpus(State(state): State<AppState>) -> Json<GpuList> {
     Json(GpuList { count: gpus.len(), gpus })
 }
 
-/// Samples of one GPU, ordered by time, one page at a time.
+/// Samples of one GPU, one page at a time: oldest first, or newest first with
+/// `order=desc` (`?order=desc&limit=3`: the latest three).
 #[utoipa::path(get, path = "/api/v1/gpus/{gpu_id}/telemetry", tag = "telemetry",
     params(
-        ("gpu_id" = String, Path,
-            description = "GPU id: 1 to 128 characters of A-Z a-z 0-9 . _ : -"),
+        ("gpu_id" = GpuId, Path, description = "The GPU's id"),
         TelemetryParams),
     responses(
         (status = 200, description = "A page of samples", body = TelemetryPage),
         (status = 400, description = "A bad parameter or GPU id", body = ErrorBody),
-        (status = 404, description = "No such GPU", body = ErrorBody)
+        (status = 404, description = "No such GPU", body = ErrorBody),
+        (status = 503, description = "Behind a gateway: a collector holding the GPU \
+            does not answer", body = ErrorBody)
     ))]
 async fn gpu_telemetry(
     State(state): State<AppState>,
@@ -231,13 +238,14 @@ async fn gpu_telemetry(
 /// greatest and mean value): what the dashboard charts.
 #[utoipa::path(get, path = "/api/v1/gpus/{gpu_id}/series", tag = "telemetry",
     params(
-        ("gpu_id" = String, Path,
-            description = "GPU id: 1 to 128 characters of A-Z a-z 0-9 . _ : -"),
+        ("gpu_id" = GpuId, Path, description = "The GPU's id"),
         SeriesParams),
     responses(
         (status = 200, description = "Buckets per metric", body = SeriesBody),
         (status = 400, description = "A bad parameter or GPU id", body = ErrorBody),
-        (status = 404, description = "No such GPU", body = ErrorBody)
+        (status = 404, description = "No such GPU", body = ErrorBody),
+        (status = 503, description = "Behind a gateway: a collector holding the GPU \
+            does not answer", body = ErrorBody)
     ))]
 async fn gpu_series(
     State(state): State<AppState>,
@@ -279,7 +287,8 @@ async fn gpu_series(
 
 /// Counters of the collector.
 #[utoipa::path(get, path = "/stats", tag = "operations",
-    responses((status = 200, description = "Counters since start", body = StatsBody)))]
+    responses((status = 200, description = "Counters since start: a collector's own, or \
+        (from a gateway) each collector's", body = StatsAnswer)))]
 async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
     Json(stats_body(&state.shared, &state.group))
 }
@@ -351,8 +360,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// memory used and free), from the same state as `/metrics`: what the dashboard's
 /// overview shows.
 #[utoipa::path(get, path = "/api/v1/overview", tag = "telemetry",
-    responses((status = 200, description = "GPUs by id, with their latest values",
-        body = OverviewBody)))]
+    responses(
+        (status = 200, description = "GPUs by id, with their latest values", body = OverviewBody),
+        (status = 503, description = "Behind a gateway: no collector answers", body = ErrorBody)
+    ))]
 async fn overview(State(state): State<AppState>) -> Json<OverviewBody> {
     let catalog = state.shared.catalog.read().expect("catalog lock");
     let gpus: Vec<OverviewGpu> = catalog

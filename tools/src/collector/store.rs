@@ -974,7 +974,8 @@ mod tests {
             end_ms: i64::MAX,
             metrics: Vec::new(),
             limit: query::LIMIT_MAX,
-            after: None,
+            order: query::Order::Asc,
+            cursor: None,
         }
     }
 

@@ -62,6 +62,90 @@ pub fn parse_rfc3339_ms(text: &str) -> Result<i64, String> {
     Ok(ms)
 }
 
+/// Longest time the HTTP API takes, in bytes (ASCII, so characters too): room for 38
+/// fraction digits, and a bound on the query string.
+pub const API_TIME_BYTES_MAX: usize = 64;
+
+/// Parses a time given to the HTTP API: exactly RFC 3339's `date-time` (what OpenAPI's
+/// `format: date-time` means, so the code accepts what the schema does and nothing else):
+/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)`, `T` and `Z` in either case, seconds
+/// up to 60 (a leap second counts as the minute's last millisecond), any number of fraction
+/// digits (cut to milliseconds, toward the past). A time outside the years 0000 to 9999
+/// once its offset is applied (`0000-01-01T00:00:00+01:00`) is clamped to that range:
+/// as a query bound it selects the same samples.
+///
+/// # Errors
+/// Text that is not an RFC 3339 `date-time`, or a date that does not exist.
+pub fn parse_api_time(text: &str) -> Result<i64, String> {
+    if text.len() > API_TIME_BYTES_MAX {
+        return Err(format!("a date-time is at most {API_TIME_BYTES_MAX} characters"));
+    }
+    parse_date_time(text.as_bytes())
+        .map(|ms| ms.clamp(TS_MS_MIN, TS_MS_MAX))
+        .ok_or_else(|| format!("not an RFC 3339 date-time such as 2026-11-29T09:00:00Z: {text:?}"))
+}
+
+/// RFC 3339 `date-time` (section 5.6) to ms since the epoch, offset applied; `None` if
+/// the text is not one.
+fn parse_date_time(b: &[u8]) -> Option<i64> {
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let year = digits(&b[0..4])? as i64;
+    let (month, day) = (digits(&b[5..7])? as u32, digits(&b[8..10])? as u32);
+    let (hour, minute, second) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let (mut ms, rest) = fraction_ms(&b[19..])?;
+    let offset_minutes = offset_minutes(rest)?;
+    let second = if second == 60 {
+        ms = 999;
+        59
+    } else {
+        second
+    };
+    let days = days_from_civil(year, month, day);
+    let local = days * 86_400_000 + (hour * 3_600_000 + minute * 60_000 + second * 1000) as i64;
+    Some(local + ms as i64 - offset_minutes * 60_000)
+}
+
+/// An optional `.digits` fraction as milliseconds (toward the past), and what follows it.
+fn fraction_ms(b: &[u8]) -> Option<(u64, &[u8])> {
+    let Some(rest) = b.strip_prefix(b".") else { return Some((0, b)) };
+    let n = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+    if n == 0 {
+        return None;
+    }
+    let mut ms = 0;
+    for i in 0..3 {
+        ms = ms * 10 + rest.get(i).filter(|_| i < n).map_or(0, |c| u64::from(c - b'0'));
+    }
+    Some((ms, &rest[n..]))
+}
+
+/// `Z` (or `z`) as 0, `+HH:MM` or `-HH:MM` as signed minutes; `None` for anything else.
+fn offset_minutes(b: &[u8]) -> Option<i64> {
+    match b {
+        [b'Z' | b'z'] => Some(0),
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let (hours, minutes) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let total = (hours * 60 + minutes) as i64;
+            Some(if *sign == b'-' { -total } else { total })
+        }
+        _ => None,
+    }
+}
+
 /// The fast path: exactly `YYYY-MM-DDTHH:MM:SS.mmmZ`, as the streamer writes it.
 fn parse_canonical(b: &[u8]) -> Option<i64> {
     if b.len() != TS_BYTES || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' {
@@ -156,6 +240,46 @@ mod tests {
         assert_eq!(format_ms_string(TS_MS_MAX), "9999-12-31T23:59:59.999Z");
         assert_eq!(format_ms_string(TS_MS_MIN), "0000-01-01T00:00:00.000Z");
         assert_eq!(format_ms_string(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    /// Goal: the API's times are RFC 3339 `date-time`, no more and no less. Method: forms
+    /// the grammar allows (case, offsets, fractions, leap second, clamped extremes) against
+    /// the times they name, and near misses (ISO 8601 forms outside RFC 3339) refused.
+    #[test]
+    fn api_times_are_rfc3339_date_times() {
+        let base = parse_rfc3339_ms("2026-11-29T09:12:00.123Z").unwrap();
+        for (text, ms) in [
+            ("2026-11-29T09:12:00.123Z", base),
+            ("2026-11-29t09:12:00.123z", base),
+            ("2026-11-29T10:42:00.123+01:30", base),
+            ("2026-11-29T09:12:00.1239999999999Z", base),
+            ("2026-11-29T09:12:00.1Z", base - 23),
+            ("2026-11-29T09:12:00Z", base - 123),
+            ("2026-11-29T09:11:60Z", base - 123 - 1),
+            ("0000-01-01T00:00:00+01:00", TS_MS_MIN),
+            ("9999-12-31T23:59:59-23:59", TS_MS_MAX),
+            (&format!("2026-11-29T09:12:00.{}Z", "1".repeat(API_TIME_BYTES_MAX - 21)), base - 12),
+        ] {
+            assert_eq!(parse_api_time(text), Ok(ms), "{text}");
+        }
+        for bad in [
+            "",
+            "2026-11-29",
+            "2026-11-29T09:12Z",
+            "2026-11-29 09:12:00Z",
+            "2026-11-29T09:12:00",
+            "2026-11-29T09:12:00.Z",
+            "2026-11-29T09:12:00+01",
+            "2026-11-29T09:12:00+0100",
+            "2026-11-29T09:12:00+24:00",
+            "2026-02-29T09:12:00Z",
+            "2026-11-29T09:12:61Z",
+            "+2026-11-29T09:12:00Z",
+            "2026-11-29T09:12:00Z\n",
+            &format!("2026-11-29T09:12:00.{}Z", "1".repeat(API_TIME_BYTES_MAX - 20)),
+        ] {
+            assert!(parse_api_time(bad).is_err(), "{bad:?} parsed");
+        }
     }
 
     #[test]

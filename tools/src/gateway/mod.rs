@@ -5,9 +5,9 @@
 //!   they know).
 //! - `/api/v1/gpus/{gpu_id}/telemetry` goes to the collectors that hold the GPU, known from
 //!   their GPU lists (asked again on a miss, or when over 5 s old). With one holder the
-//!   answer passes through; with several, their pages are merged in sample order
-//!   (duplicates dropped), which is the same order every collector pages in, so the
-//!   gateway's cursors work across them.
+//!   answer passes through; with several, their pages are merged in the query's order
+//!   (`order=asc` or `desc`; duplicates dropped), which is the order every collector pages
+//!   in, so the gateway's cursors (positions in that order) work across them.
 //! - `/health` reports each collector's status (200 only if all are healthy), `/stats`
 //!   each collector's counters, `/metrics` all their series with a `collector` label.
 //! - `/api/v1/overview` merges the collectors' overviews by GPU (the newest `last_seen`
@@ -41,7 +41,7 @@ use crate::api::{
 };
 use crate::collector::http::{openapi, shutdown_signal, VERSION};
 use crate::collector::line::SampleKey;
-use crate::collector::query::{encode_cursor, LIMIT_MAX};
+use crate::collector::query::{encode_cursor, Order, LIMIT_MAX};
 use crate::collector::series::{Bucket, SeriesQuery};
 use crate::collector::timestamp::{format_ms_string, now_ms, parse_rfc3339_ms};
 
@@ -312,7 +312,7 @@ async fn gpu_telemetry(
     if pages.is_empty() {
         return Err(ApiError::not_found(format!("no telemetry for GPU {gpu_id}")));
     }
-    let merged = merge_pages(&gpu_id, pages, query.limit);
+    let merged = merge_pages(&gpu_id, pages, query.limit, query.order);
     let bytes = serde_json::to_vec(&merged).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(json_bytes(StatusCode::OK, bytes))
 }
@@ -720,9 +720,17 @@ pub fn merge_series(bodies: Vec<SeriesBody>) -> Option<SeriesBody> {
     Some(merged)
 }
 
-/// Merges pages of the same query from several collectors: samples in key order,
-/// duplicates (the same record stored by two collectors) once, at most `limit`.
-pub fn merge_pages(gpu_id: &str, pages: Vec<TelemetryPage>, limit: usize) -> TelemetryPage {
+/// Merges pages of the same query from several collectors: samples in key order (or its
+/// reverse for [`Order::Desc`]), duplicates (the same record stored by two collectors)
+/// once, at most `limit`. Each collector's page holds its first `limit` samples past the
+/// cursor in that order, so the merged first `limit` are the first of the union, and the
+/// last of them is where the next page starts on every collector.
+pub fn merge_pages(
+    gpu_id: &str,
+    pages: Vec<TelemetryPage>,
+    limit: usize,
+    order: Order,
+) -> TelemetryPage {
     let more_behind = pages.iter().any(|p| p.next_cursor.is_some());
     let mut keyed: Vec<(SampleKey, crate::api::TelemetrySample)> = pages
         .into_iter()
@@ -738,7 +746,10 @@ pub fn merge_pages(gpu_id: &str, pages: Vec<TelemetryPage>, limit: usize) -> Tel
             Some((key, s))
         })
         .collect();
-    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    match order {
+        Order::Asc => keyed.sort_by(|a, b| a.0.cmp(&b.0)),
+        Order::Desc => keyed.sort_by(|a, b| b.0.cmp(&a.0)),
+    }
     keyed.dedup_by(|a, b| a.0 == b.0);
     let more = more_behind || keyed.len() > limit;
     keyed.truncate(limit);
@@ -963,13 +974,29 @@ mod tests {
             vec![sample("2026-01-01T00:00:02.000Z", 2), sample("2026-01-01T00:00:03.000Z", 3)],
             false,
         );
-        let merged = merge_pages("g", vec![a.clone(), b.clone()], 10);
+        let merged = merge_pages("g", vec![a.clone(), b.clone()], 10, Order::Asc);
         let offsets: Vec<u64> = merged.samples.iter().map(|s| s.offset).collect();
         assert_eq!(offsets, [1, 2, 3]);
         assert!(merged.next_cursor.is_none());
-        let first_two = merge_pages("g", vec![a, b], 2);
+        let first_two = merge_pages("g", vec![a.clone(), b.clone()], 2, Order::Asc);
         assert_eq!(first_two.count, 2);
         assert!(first_two.next_cursor.is_some());
+        let reverse = |p: &TelemetryPage| {
+            let mut p = p.clone();
+            p.samples.reverse();
+            p
+        };
+        let newest = merge_pages("g", vec![reverse(&a), reverse(&b)], 2, Order::Desc);
+        let offsets: Vec<u64> = newest.samples.iter().map(|s| s.offset).collect();
+        assert_eq!(offsets, [3, 2], "newest first, the duplicate once");
+        let at = |ts: &str, offset| SampleKey {
+            ts_ms: parse_rfc3339_ms(ts).unwrap(),
+            partition: 0,
+            offset,
+            metric: "M".into(),
+        };
+        let cursor = at("2026-01-01T00:00:02.000Z", 2);
+        assert_eq!(newest.next_cursor, Some(encode_cursor(&cursor)), "continues before 2");
     }
 
     #[test]
