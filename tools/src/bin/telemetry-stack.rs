@@ -257,7 +257,7 @@ fn banner(args: &Args, broker: &str, source: &str) {
          \x20 streamer   {source}, {rate} records/s (log {data}/streamer.log)\n\n\
          Open http://{http}/ for the dashboard, or try:\n\n\
          \x20 curl -s http://{http}/api/v1/gpus\n\
-         \x20 curl -s 'http://{http}/api/v1/gpus/<uuid>/telemetry?limit=5&metric=DCGM_FI_DEV_GPU_UTIL'\n\
+         \x20 curl -s 'http://{http}/api/v1/gpus/<uuid>/telemetry?limit=5&order=desc&metric=DCGM_FI_DEV_GPU_UTIL'\n\
          \x20 curl -s http://{http}/stats\n\
          \x20 curl -s http://{http}/metrics | head -20\n\
          \x20 {bin}/mqctl --addr {broker} stats\n\
