@@ -41,12 +41,18 @@ impl Bin {
     }
 
     pub fn send(&mut self, request: &Request) -> u32 {
+        self.try_send(request).expect("write")
+    }
+
+    /// As [`Bin::send`], but a broker that went away (killed mid-write: the write gets a
+    /// reset) is an error to handle, not a panic.
+    pub fn try_send(&mut self, request: &Request) -> std::io::Result<u32> {
         let id = self.next_id;
         self.next_id += 1;
         let mut out = BytesMut::new();
         request.encode(id, u32::MAX, &mut out).unwrap();
-        self.stream.write_all(&out).expect("write");
-        id
+        self.stream.write_all(&out)?;
+        Ok(id)
     }
 
     /// The next frame, or `None` after `timeout` or when the broker closed the connection.
